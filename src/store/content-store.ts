@@ -1,0 +1,185 @@
+/**
+ * @module The content store: immutable chunks named by the sha256 of their (uncompressed) bytes,
+ * plus recipes that assemble files and directories from chunks. It knows nothing about
+ * checkpoints, lineage or retention: the catalog decides what is live and calls `sweep()`.
+ *
+ * Implementations: `LocalContentStore` (files under a root directory). An S3-compatible store
+ * can implement the same interface: every method is content-addressed and idempotent.
+ */
+
+/** 64 lower-case hex characters: sha256 of a chunk's uncompressed bytes. */
+export type Digest = string;
+
+/** How `putFile` cuts a file into chunks. */
+export type Chunking = 'whole' | 'pages';
+
+/** Page size that `'pages'` chunking aligns to (x86-64 CRIU pages-*.img are 4 KiB pages). */
+export const PAGE_BYTES = 4096;
+
+/**
+ * Bytes of a regular file, as the ordered list of chunks that concatenate to it.
+ * Plain JSON; stable across versions (a reader only needs `size` and `chunks`).
+ */
+export interface FileRecipe {
+  /** Length of the file in bytes (sum of the chunks' uncompressed lengths). */
+  size: number;
+  /** Chunk digests in file order; empty for an empty file. */
+  chunks: Digest[];
+}
+
+/** One entry of a stored directory (relative path, '/'-separated, no '.' or '..'). */
+export type DirRecipeEntry =
+  | { path: string; type: 'dir'; mode: number }
+  | { path: string; type: 'file'; mode: number; chunking: Chunking; recipe: FileRecipe };
+
+/** A stored directory tree of regular files (a CRIU image directory). */
+export interface DirRecipe {
+  format: 'crab-dir/1';
+  /** Entries sorted by path; parents come before their children. */
+  entries: DirRecipeEntry[];
+  /** Sum of file sizes. */
+  logicalBytes: number;
+}
+
+export interface PutResult {
+  digest: Digest;
+  /** Uncompressed length. */
+  sizeBytes: number;
+  /** Compressed bytes written to the store by this call; 0 when the chunk was already there. */
+  newBytes: number;
+}
+
+export interface PutFileResult {
+  recipe: FileRecipe;
+  /** Uncompressed bytes read (the file's size). */
+  logicalBytes: number;
+  /** Compressed bytes of chunks that were not in the store before. */
+  newBytes: number;
+  /** sha256 (hex) of the whole file, independent of chunking; for tree hashes. */
+  sha256: string;
+}
+
+export interface PutDirResult {
+  recipe: DirRecipe;
+  /** The recipe itself, stored as a JSON chunk: the one digest a catalog record needs. */
+  recipeDigest: Digest;
+  logicalBytes: number;
+  /** Compressed bytes of chunks (including the recipe's own) that were new. */
+  newBytes: number;
+}
+
+export interface StoreStats {
+  chunkCount: number;
+  /** Compressed bytes on disk (sum of chunk file sizes). */
+  storedBytes: number;
+}
+
+export interface CorruptChunk {
+  digest: Digest;
+  path: string;
+  why: string;
+}
+
+export interface SweepOptions {
+  /**
+   * Chunks (and abandoned temp files) modified less than this long ago are kept even when not
+   * live, so a checkpoint still being written is never swept. Default 1 hour.
+   */
+  graceMs?: number;
+  /** Count what would be deleted, delete nothing. */
+  dryRun?: boolean;
+}
+
+export interface SweepResult {
+  deletedChunks: number;
+  freedBytes: number;
+  /** Unreferenced chunks kept because they are younger than the grace period. */
+  keptYoung: number;
+  keptLive: number;
+}
+
+/**
+ * Bytes by digest.
+ *
+ * Durability: every method that stores returns only after the chunks it wrote are durable
+ * (fsync'd file, renamed into place, fsync'd directory), so a caller can commit a catalog record
+ * that references them as soon as the promise resolves.
+ *
+ * Concurrency: puts may run concurrently with each other and with `sweep()`. A put that finds
+ * its chunk already present refreshes the chunk's mtime, so a sweep running at the same time
+ * keeps it (grace period). Callers must commit the catalog record that references new chunks
+ * within `SweepOptions.graceMs` of the put.
+ */
+export interface ContentStore {
+  /** True when a chunk with this digest is stored. Does not verify its bytes. */
+  has(digest: Digest): Promise<boolean>;
+
+  /**
+   * Stores `buf` as one chunk. Idempotent: a second put of the same bytes writes nothing and
+   * returns `newBytes: 0`. On failure: nothing visible under the digest (a temp file may be
+   * left in `<root>/tmp`, removed by `sweep()`).
+   */
+  put(buf: Uint8Array): Promise<PutResult>;
+
+  /**
+   * Returns the chunk's bytes after checking they hash to `digest`.
+   * Throws `STORE_CHUNK_MISSING` (not-found) or `STORE_CHUNK_CORRUPT` (bad zstd frame or hash).
+   */
+  get(digest: Digest): Promise<Buffer>;
+
+  /** Stores a JSON document (stable key order is the caller's job) as one chunk. */
+  putJson(value: unknown): Promise<PutResult>;
+  /** Reads a chunk stored by `putJson`. Same errors as `get`; `STORE_CHUNK_CORRUPT` on bad JSON. */
+  getJson<T = unknown>(digest: Digest): Promise<T>;
+
+  /**
+   * Stores a regular file. `'whole'`: one chunk (files above 4 MiB are cut in 4 MiB pieces
+   * to bound memory). `'pages'`: page-aligned content-defined chunks (see `local-content-store.ts`),
+   * so consecutive CRIU dumps of a mostly idle process share most chunks.
+   * Precondition: the file does not change while it is read (sandbox frozen).
+   */
+  putFile(path: string, opts: { chunking: Chunking }): Promise<PutFileResult>;
+
+  /**
+   * Writes the file described by `recipe` to `destPath` (created or truncated; written to a temp
+   * name beside it and renamed, so `destPath` is either absent/old or complete). Every chunk is
+   * verified. `mode` defaults to 0o644. Does not fsync (restores are re-playable).
+   */
+  materializeFile(recipe: FileRecipe, destPath: string, opts?: { mode?: number }): Promise<void>;
+
+  /**
+   * Stores a directory of regular files (a CRIU image directory): `pages-*.img` with `'pages'`
+   * chunking, everything else `'whole'`. Throws `STORE_UNSUPPORTED_ENTRY` on symlinks, devices…
+   */
+  putDir(dir: string): Promise<PutDirResult>;
+
+  /** Recreates a stored directory under `dest` (created if absent; existing files overwritten). */
+  materializeDir(recipe: DirRecipe, dest: string): Promise<void>;
+
+  /** Walks the store. Cost: one stat per chunk. */
+  stats(): Promise<StoreStats>;
+
+  /** Re-reads and re-hashes every chunk; returns the corrupt ones (never throws for corruption). */
+  verify(): Promise<CorruptChunk[]>;
+
+  /**
+   * Deletes every chunk not in `liveDigests` and older than the grace period, and abandoned temp
+   * files. Never deletes a chunk in `liveDigests`. Who calls it: GC, with the set from
+   * `Catalog.liveDigests()` computed just before.
+   */
+  sweep(liveDigests: ReadonlySet<Digest>, opts?: SweepOptions): Promise<SweepResult>;
+}
+
+/** Every chunk digest a stored directory recipe references (not the recipe's own digest). */
+export function dirRecipeDigests(recipe: DirRecipe): Digest[] {
+  const out: Digest[] = [];
+  for (const e of recipe.entries) if (e.type === 'file') out.push(...e.recipe.chunks);
+  return out;
+}
+
+const DIGEST_RE = /^[0-9a-f]{64}$/;
+
+/** True for a well-formed digest. */
+export function isDigest(s: unknown): s is Digest {
+  return typeof s === 'string' && DIGEST_RE.test(s);
+}

@@ -1,0 +1,172 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { LocalContentStore, sha256 } from '../../../src/store/local-content-store.js';
+import { PAGE_BYTES } from '../../../src/store/content-store.js';
+import { CrabError } from '../../../src/core/errors.js';
+import { testPrefix } from '../../support/root.js';
+
+async function withStore(fn: (s: LocalContentStore, dir: string) => Promise<void>): Promise<void> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), testPrefix('store') + '-'));
+  try {
+    await fn(await LocalContentStore.open(path.join(dir, 'store')), dir);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('put dedups: the second put of the same bytes writes 0 new bytes', () =>
+  withStore(async (s) => {
+    const buf = randomBytes(100_000);
+    const a = await s.put(buf);
+    assert.equal(a.digest, sha256(buf));
+    assert.ok(a.newBytes > 0);
+    const b = await s.put(Buffer.from(buf));
+    assert.equal(b.digest, a.digest);
+    assert.equal(b.newBytes, 0);
+    assert.ok(await s.has(a.digest));
+    assert.deepEqual(await s.get(a.digest), buf);
+    assert.deepEqual(await s.stats(), { chunkCount: 1, storedBytes: a.newBytes });
+  }));
+
+test('get of an absent chunk throws STORE_CHUNK_MISSING', () =>
+  withStore(async (s) => {
+    await assert.rejects(s.get(sha256(Buffer.from('nope'))), (e: unknown) => e instanceof CrabError && e.code === 'STORE_CHUNK_MISSING');
+    await assert.rejects(s.get('xyz'), (e: unknown) => e instanceof CrabError && e.code === 'STORE_BAD_DIGEST');
+  }));
+
+test('a flipped byte is detected as STORE_CHUNK_CORRUPT by get and verify', () =>
+  withStore(async (s) => {
+    const good = await s.put(Buffer.from('hello '.repeat(1000)));
+    const victim = await s.put(randomBytes(50_000));
+    const p = s.chunkPath(victim.digest);
+    await fs.chmod(p, 0o644);
+    const raw = await fs.readFile(p);
+    raw[raw.length >> 1] ^= 0x40;
+    await fs.writeFile(p, raw);
+    await assert.rejects(s.get(victim.digest), (e: unknown) => {
+      assert.ok(e instanceof CrabError);
+      assert.equal(e.code, 'STORE_CHUNK_CORRUPT');
+      assert.ok(e.hint && e.hint.length > 10, 'says what to do');
+      return true;
+    });
+    const bad = await s.verify();
+    assert.deepEqual(bad.map((b) => b.digest), [victim.digest]);
+    assert.ok(await s.get(good.digest));
+  }));
+
+test('truncated zstd frame is corrupt too', () =>
+  withStore(async (s) => {
+    const r = await s.put(randomBytes(10_000));
+    await fs.truncate(s.chunkPath(r.digest), 100);
+    await assert.rejects(s.get(r.digest), (e: unknown) => e instanceof CrabError && e.code === 'STORE_CHUNK_CORRUPT');
+  }));
+
+test('putFile/materializeFile round-trip, whole and pages, incl. empty and unaligned sizes', () =>
+  withStore(async (s, dir) => {
+    for (const size of [0, 1, 4095, 4096, 5 * 1024 * 1024 + 17]) {
+      for (const chunking of ['whole', 'pages'] as const) {
+        const src = path.join(dir, `f-${size}-${chunking}`);
+        const data = randomBytes(size);
+        await fs.writeFile(src, data);
+        const r = await s.putFile(src, { chunking });
+        assert.equal(r.recipe.size, size);
+        assert.equal(r.sha256, sha256(data));
+        const out = src + '.out';
+        await s.materializeFile(r.recipe, out, { mode: 0o600 });
+        assert.deepEqual(await fs.readFile(out), data);
+        assert.equal((await fs.stat(out)).mode & 0o777, 0o600);
+      }
+    }
+  }));
+
+test('page chunking: two files differing in one 4 KiB page store about one chunk new', () =>
+  withStore(async (s, dir) => {
+    const pages = 2048; // 8 MiB
+    const a = randomBytes(pages * PAGE_BYTES);
+    const b = Buffer.from(a);
+    randomBytes(PAGE_BYTES).copy(b, 1000 * PAGE_BYTES);
+    await fs.writeFile(path.join(dir, 'a'), a);
+    await fs.writeFile(path.join(dir, 'b'), b);
+    const ra = await s.putFile(path.join(dir, 'a'), { chunking: 'pages' });
+    const before = await s.stats();
+    const rb = await s.putFile(path.join(dir, 'b'), { chunking: 'pages' });
+    const after = await s.stats();
+    const newChunks = after.chunkCount - before.chunkCount;
+    assert.ok(newChunks >= 1 && newChunks <= 2, `new chunks: ${newChunks}`);
+    assert.ok(rb.newBytes < 0.02 * ra.newBytes, `new bytes ${rb.newBytes} vs first ${ra.newBytes}`);
+    // an inserted page shifts the rest of the file: content-defined boundaries resync
+    const c = Buffer.concat([a.subarray(0, 10 * PAGE_BYTES), randomBytes(PAGE_BYTES), a.subarray(10 * PAGE_BYTES)]);
+    await fs.writeFile(path.join(dir, 'c'), c);
+    const rc = await s.putFile(path.join(dir, 'c'), { chunking: 'pages' });
+    assert.ok(rc.newBytes < 0.02 * ra.newBytes, `insert: new bytes ${rc.newBytes}`);
+    const avgChunk = a.length / ra.recipe.chunks.length;
+    assert.ok(avgChunk > 32 * 1024 && avgChunk < 128 * 1024, `mean chunk ${avgChunk}`);
+  }));
+
+test('putDir/materializeDir round-trip a CRIU-like image directory', () =>
+  withStore(async (s, dir) => {
+    const img = path.join(dir, 'img');
+    await fs.mkdir(path.join(img, 'sub'), { recursive: true });
+    await fs.writeFile(path.join(img, 'pages-1.img'), randomBytes(300 * PAGE_BYTES));
+    await fs.writeFile(path.join(img, 'pagemap-1.img'), randomBytes(1234));
+    await fs.writeFile(path.join(img, 'sub', 'x'), 'x');
+    await fs.chmod(path.join(img, 'pagemap-1.img'), 0o600);
+    const r = await s.putDir(img);
+    assert.equal(r.logicalBytes, 300 * PAGE_BYTES + 1234 + 1);
+    const pagesEntry = r.recipe.entries.find((e) => e.path === 'pages-1.img');
+    assert.equal(pagesEntry?.type === 'file' && pagesEntry.chunking, 'pages');
+    assert.deepEqual(await s.getJson(r.recipeDigest), r.recipe);
+    const again = await s.putDir(img);
+    assert.equal(again.newBytes, 0);
+    const out = path.join(dir, 'out');
+    await s.materializeDir(r.recipe, out);
+    for (const f of ['pages-1.img', 'pagemap-1.img', 'sub/x']) {
+      assert.deepEqual(await fs.readFile(path.join(out, f)), await fs.readFile(path.join(img, f)));
+    }
+    assert.equal((await fs.stat(path.join(out, 'pagemap-1.img'))).mode & 0o777, 0o600);
+    await fs.symlink('x', path.join(img, 'link'));
+    await assert.rejects(s.putDir(img), (e: unknown) => e instanceof CrabError && e.code === 'STORE_UNSUPPORTED_ENTRY');
+  }));
+
+test('sweep never deletes a live chunk, keeps young ones, deletes old unreferenced ones', () =>
+  withStore(async (s) => {
+    const live = await s.put(Buffer.from('live'));
+    const dead = await s.put(Buffer.from('dead'));
+    const young = await s.put(Buffer.from('young'));
+    const old = new Date(Date.now() - 2 * 3600_000);
+    await fs.utimes(s.chunkPath(live.digest), old, old);
+    await fs.utimes(s.chunkPath(dead.digest), old, old);
+    await fs.writeFile(path.join(s.tmpDir, 'abandoned'), 'x');
+    await fs.utimes(path.join(s.tmpDir, 'abandoned'), old, old);
+    const dry = await s.sweep(new Set([live.digest]), { dryRun: true });
+    assert.equal(dry.deletedChunks, 1);
+    assert.ok(await s.has(dead.digest));
+    const r = await s.sweep(new Set([live.digest]));
+    assert.deepEqual({ ...r, freedBytes: r.freedBytes > 0 }, { deletedChunks: 1, freedBytes: true, keptYoung: 1, keptLive: 1 });
+    assert.ok(await s.has(live.digest));
+    assert.ok(!(await s.has(dead.digest)));
+    assert.ok(await s.has(young.digest));
+    assert.deepEqual(await fs.readdir(s.tmpDir), []);
+    // a dedup hit refreshes the mtime, so a chunk being re-referenced survives a sweep with a grace period
+    const again = await s.put(Buffer.from('live'));
+    assert.equal(again.newBytes, 0);
+    const r2 = await s.sweep(new Set(), { graceMs: 60_000 });
+    assert.equal(r2.deletedChunks, 0);
+    // graceMs 0 deletes everything unreferenced, a put afterwards writes it again
+    await s.sweep(new Set(), { graceMs: 0 });
+    assert.equal((await s.stats()).chunkCount, 0);
+    assert.ok((await s.put(Buffer.from('live'))).newBytes > 0);
+  }));
+
+test('concurrent puts and a sweep: every put digest remains readable', () =>
+  withStore(async (s) => {
+    const bufs = Array.from({ length: 50 }, (_, i) => Buffer.from(`chunk-${i % 10}`));
+    const puts = Promise.all(bufs.map((b) => s.put(b)));
+    const sweeps = Promise.all([s.sweep(new Set()), s.sweep(new Set())]);
+    const [res] = await Promise.all([puts, sweeps]);
+    for (const r of res) assert.ok(await s.get(r.digest));
+  }));
