@@ -1,0 +1,369 @@
+/**
+ * @module The sandbox runtime: create, exec, persistent sessions, list, stop, remove and gc.
+ *
+ * Layout of a sandbox under CRAB_HOME/sandboxes/<id>/: sandbox.json (written last at create,
+ * so its absence marks a half-made sandbox), bundle/config.json, bundle/rootfs (overlay mount),
+ * upper/ and work/ (overlay), ckpt/ (checkpoint scratch).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CrabError, conflict, notFound } from '../core/errors.js';
+import { checkName, newId } from '../core/ids.js';
+import type { CrabPaths } from '../core/paths.js';
+import { run } from '../core/run.js';
+import { BASE_IMAGE } from '../image/image-store.js';
+import { ensureImage, type Progress } from '../image/image-builder.js';
+import { cgroupsPathOf, processesOf, removeCgroupDirs, type HostProcess } from './cgroup.js';
+import { SandboxChannel, type ExecResult } from './channel.js';
+import { SESSION_DIR } from './init-script.js';
+import { buildOciSpec } from './oci-spec.js';
+import { isMounted, mountOverlay, unmount } from './overlay.js';
+import { Runc } from './runc.js';
+import {
+  DEFAULT_EXEC_TIMEOUT_MS,
+  DEFAULT_MEMORY_BYTES,
+  DEFAULT_PIDS_LIMIT,
+  type CreateSandboxOptions,
+  type ExecOptions,
+  type SandboxInfo,
+  type SandboxRecord,
+  type SandboxStatus,
+} from './sandbox.js';
+
+export interface SandboxDirs {
+  root: string;
+  bundle: string;
+  rootfs: string;
+  upper: string;
+  work: string;
+  ckpt: string;
+  record: string;
+}
+
+export interface GcReport {
+  removedSandboxes: string[];
+  removedContainers: string[];
+  unmounted: string[];
+  removedCgroups: string[];
+  removedStaging: string[];
+  problems: string[];
+}
+
+export class SandboxManager {
+  readonly runc: Runc;
+  /** Serialises commands per session (a session runs one command at a time). */
+  private readonly sessionQueues = new Map<string, Promise<unknown>>();
+
+  constructor(readonly paths: CrabPaths) {
+    this.runc = new Runc(path.join(paths.run, 'runc'), path.join(paths.run, 'logs'));
+    fs.mkdirSync(paths.sandboxes, { recursive: true });
+  }
+
+  dirs(id: string): SandboxDirs {
+    const root = path.join(this.paths.sandboxes, id);
+    return {
+      root,
+      bundle: path.join(root, 'bundle'),
+      rootfs: path.join(root, 'bundle', 'rootfs'),
+      upper: path.join(root, 'upper'),
+      work: path.join(root, 'work'),
+      ckpt: path.join(root, 'ckpt'),
+      record: path.join(root, 'sandbox.json'),
+    };
+  }
+
+  channel(id: string): SandboxChannel {
+    return new SandboxChannel(this.dirs(id).rootfs);
+  }
+
+  record(id: string): SandboxRecord {
+    try {
+      return JSON.parse(fs.readFileSync(this.dirs(id).record, 'utf8')) as SandboxRecord;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw notFound('SANDBOX_NOT_FOUND', `no sandbox '${id}'`, "List sandboxes with 'crab sandbox ls'.");
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Creates and starts a sandbox. On failure nothing is left behind (mount, container, dirs).
+   */
+  async create(opts: CreateSandboxOptions = {}, progress?: Progress): Promise<SandboxInfo> {
+    const id = opts.name ? checkName('sandbox', opts.name) : newId('sb-');
+    const image = await ensureImage(this.paths.images, opts.image ?? BASE_IMAGE, opts.packages ?? [], progress);
+    const d = this.dirs(id);
+    try {
+      fs.mkdirSync(d.root, { recursive: false });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw conflict('SANDBOX_EXISTS', `sandbox '${id}' already exists`, 'Pick another --name or remove it first.');
+      throw err;
+    }
+    const rec: SandboxRecord = {
+      id,
+      image: image.name,
+      lowerDirs: image.lowerDirs,
+      memoryLimitBytes: opts.memoryLimitBytes ?? DEFAULT_MEMORY_BYTES,
+      pidsLimit: opts.pidsLimit ?? DEFAULT_PIDS_LIMIT,
+      env: opts.env ?? {},
+      createdAt: new Date().toISOString(),
+      ephemeral: opts.ephemeral ?? false,
+      ownerPid: process.pid,
+      ownerStartTicks: processStartTicks(process.pid) ?? 0,
+    };
+    try {
+      await this.start(rec);
+      fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
+    } catch (err) {
+      await this.destroy(id).catch(() => undefined); // the original error is what the caller needs
+      throw err;
+    }
+    return this.info(id);
+  }
+
+  /** Mounts the rootfs, writes the bundle and starts init; brings `lo` up. */
+  private async start(rec: SandboxRecord): Promise<void> {
+    const d = this.dirs(rec.id);
+    await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
+    this.writeBundle(rec);
+    await this.runc.runDetached(rec.id, d.bundle);
+    await this.afterStart(rec.id);
+  }
+
+  writeBundle(rec: SandboxRecord): void {
+    const d = this.dirs(rec.id);
+    const spec = buildOciSpec({
+      id: rec.id,
+      hostname: rec.id,
+      rootfsPath: d.rootfs,
+      cgroupsPath: cgroupsPathOf(rec.id),
+      memoryLimitBytes: rec.memoryLimitBytes,
+      pidsLimit: rec.pidsLimit,
+      env: rec.env,
+    });
+    fs.writeFileSync(path.join(d.bundle, 'config.json'), JSON.stringify(spec, null, 2));
+  }
+
+  /** After a start or a restore: loopback up (runc leaves it down, and restore brings it back down), init ready. */
+  async afterStart(id: string): Promise<void> {
+    const st = await this.runc.state(id);
+    if (!st || st.status !== 'running') throw new CrabError('SANDBOX_START_FAILED', 'internal', `sandbox '${id}' is not running after start (${st?.status ?? 'missing'})`);
+    await run('nsenter', ['-t', String(st.pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], { errorCode: 'SANDBOX_NET_FAILED' });
+    await this.channel(id).waitReady();
+  }
+
+  async status(id: string): Promise<{ status: SandboxStatus; initPid: number | null }> {
+    const st = await this.runc.state(id);
+    if (!st) return { status: 'missing', initPid: null };
+    return { status: st.status === 'running' || st.status === 'paused' ? st.status : 'stopped', initPid: st.pid || null };
+  }
+
+  async info(id: string): Promise<SandboxInfo> {
+    const rec = this.record(id);
+    const st = await this.status(id);
+    const sdir = path.join(this.dirs(id).rootfs, SESSION_DIR);
+    const sessions = st.status === 'running' && fs.existsSync(sdir) ? fs.readdirSync(sdir) : [];
+    return { ...rec, ...st, sessions };
+  }
+
+  async list(): Promise<SandboxInfo[]> {
+    const ids = fs.readdirSync(this.paths.sandboxes).filter((n) => fs.existsSync(this.dirs(n).record));
+    return Promise.all(ids.sort().map((id) => this.info(id)));
+  }
+
+  async requireRunning(id: string): Promise<void> {
+    this.record(id);
+    const st = await this.status(id);
+    if (st.status !== 'running') {
+      throw new CrabError('SANDBOX_NOT_RUNNING', 'precondition', `sandbox '${id}' is ${st.status}`, "Restore it from a checkpoint ('crab restore') or create a new one.");
+    }
+  }
+
+  /** Runs a command: one-shot (`bash` with cwd /) or in a persistent session. */
+  async exec(id: string, cmd: string, opts: ExecOptions = {}): Promise<ExecResult> {
+    await this.requireRunning(id);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
+    const ch = this.channel(id);
+    if (!opts.session) return ch.exec(cmd, { timeoutMs, cwd: opts.cwd, env: opts.env });
+    const session = checkName('session', opts.session);
+    const key = `${id}/${session}`;
+    const prev = this.sessionQueues.get(key) ?? Promise.resolve();
+    const next = prev
+      .catch(() => undefined) // the previous command's failure belongs to its own caller
+      .then(async () => {
+        if (!ch.sessionExists(session)) await ch.openSession(session);
+        const before = new Set(processesOf(id).map((p) => p.hostPid));
+        return ch.sessionExec(session, cmd, {
+          timeoutMs,
+          onTimeout: () => this.killSessionCommand(id, session, before),
+        });
+      });
+    this.sessionQueues.set(key, next);
+    try {
+      return await next;
+    } finally {
+      if (this.sessionQueues.get(key) === next) this.sessionQueues.delete(key);
+    }
+  }
+
+  /** Kills the processes a timed-out session command started (not the shell, not older jobs). */
+  private async killSessionCommand(id: string, session: string, before: Set<number>): Promise<void> {
+    const shellNsPid = this.channel(id).sessionPid(session);
+    const procs = processesOf(id);
+    const shell = procs.find((p) => p.nsPid === shellNsPid);
+    if (!shell) return;
+    const victims = descendants(procs, shell.hostPid).filter((p) => !before.has(p.hostPid));
+    for (const p of victims) killPid(p.hostPid);
+  }
+
+  /** Kills every process of the sandbox and deletes the runc container; files (upper) stay. */
+  async stop(id: string): Promise<void> {
+    this.record(id);
+    await this.killContainer(id);
+  }
+
+  private async killContainer(id: string): Promise<void> {
+    const st = await this.runc.state(id);
+    if (!st) return;
+    if (st.status === 'paused') await this.runc.resume(id).catch(() => undefined); // a frozen cgroup cannot be killed; best effort
+    if (st.status !== 'stopped') await this.runc.kill(id, 'KILL');
+    for (let i = 0; i < 200; i++) {
+      const s = await this.runc.state(id);
+      if (!s || s.status === 'stopped') break;
+      await sleep(10);
+    }
+    await this.runc.delete(id);
+  }
+
+  /** Removes the sandbox entirely: processes, container, mount, cgroups, files. */
+  async remove(id: string): Promise<void> {
+    this.record(id);
+    await this.destroy(id);
+  }
+
+  /** Best-effort teardown of whatever exists for `id`; throws if something could not be removed. */
+  async destroy(id: string): Promise<void> {
+    const d = this.dirs(id);
+    await this.killContainer(id);
+    await unmount(d.rootfs);
+    const leftCgroups = removeCgroupDirs(id);
+    fs.rmSync(d.root, { recursive: true, force: true });
+    if (leftCgroups.length) {
+      throw new CrabError('SANDBOX_CLEANUP_INCOMPLETE', 'internal', `cgroups still in use: ${leftCgroups.join(', ')}`, "Run 'crab gc' again in a moment.");
+    }
+  }
+
+  /**
+   * Removes what crashed runs left behind: half-created sandboxes, ephemeral sandboxes whose
+   * owner died, runc containers and mounts with no sandbox, empty cgroups, staging directories.
+   */
+  async gc(): Promise<GcReport> {
+    const rep: GcReport = { removedSandboxes: [], removedContainers: [], unmounted: [], removedCgroups: [], removedStaging: [], problems: [] };
+    const dirsOnDisk = new Set(fs.readdirSync(this.paths.sandboxes));
+    for (const id of dirsOnDisk) {
+      const d = this.dirs(id);
+      let orphan = !fs.existsSync(d.record);
+      if (!orphan) {
+        const rec = this.record(id);
+        orphan = rec.ephemeral && !ownerAlive(rec);
+      }
+      if (!orphan) continue;
+      try {
+        await this.destroy(id);
+        rep.removedSandboxes.push(id);
+      } catch (err) {
+        rep.problems.push(`${id}: ${(err as Error).message}`);
+      }
+    }
+    for (const c of await this.runc.list()) {
+      if (fs.existsSync(this.dirs(c.id).record)) continue;
+      try {
+        await this.killContainer(c.id);
+        rep.removedContainers.push(c.id);
+      } catch (err) {
+        rep.problems.push(`container ${c.id}: ${(err as Error).message}`);
+      }
+    }
+    const prefix = this.paths.sandboxes + path.sep;
+    for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const target = line.split(' ')[4];
+      if (!target?.startsWith(prefix)) continue;
+      const id = target.slice(prefix.length).split(path.sep)[0]!;
+      if (fs.existsSync(this.dirs(id).record)) continue;
+      await unmount(target).then(
+        () => rep.unmounted.push(target),
+        (err: Error) => rep.problems.push(`${target}: ${err.message}`),
+      );
+    }
+    const live = new Set((await this.runc.list()).map((c) => c.id));
+    const cgParent = '/sys/fs/cgroup/pids/crab';
+    for (const id of fs.existsSync(cgParent) ? fs.readdirSync(cgParent) : []) {
+      if (!fs.statSync(path.join(cgParent, id)).isDirectory() || live.has(id)) continue;
+      const left = removeCgroupDirs(id);
+      if (left.length === 0) rep.removedCgroups.push(id);
+      else rep.problems.push(`cgroup ${id} still has processes`);
+    }
+    for (const root of [this.paths.images, this.paths.tmp]) {
+      for (const n of fs.existsSync(root) ? fs.readdirSync(root) : []) {
+        if (!n.startsWith('.staging-') && root === this.paths.images) continue;
+        const p = path.join(root, n);
+        await unmountBelow(p);
+        fs.rmSync(p, { recursive: true, force: true });
+        rep.removedStaging.push(p);
+      }
+    }
+    return rep;
+  }
+}
+
+function descendants(procs: HostProcess[], rootHostPid: number): HostProcess[] {
+  const out: HostProcess[] = [];
+  const frontier = [rootHostPid];
+  while (frontier.length) {
+    const parent = frontier.pop()!;
+    for (const p of procs) {
+      if (p.ppid === parent) {
+        out.push(p);
+        frontier.push(p.hostPid);
+      }
+    }
+  }
+  return out;
+}
+
+/** Sends SIGKILL to one host pid this runtime found in its own sandbox's cgroup. */
+function killPid(pid: number): void {
+  if (!Number.isInteger(pid) || pid <= 1) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat). */
+export function processStartTicks(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  } catch {
+    return null; // no such process
+  }
+}
+
+function ownerAlive(rec: SandboxRecord): boolean {
+  const ticks = processStartTicks(rec.ownerPid);
+  return ticks !== null && ticks === rec.ownerStartTicks;
+}
+
+async function unmountBelow(dir: string): Promise<void> {
+  const targets = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((t): t is string => !!t && (t === dir || t.startsWith(dir + path.sep)))
+    .sort((a, b) => b.length - a.length);
+  for (const t of targets) if (isMounted(t)) await unmount(t);
+}

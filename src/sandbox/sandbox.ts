@@ -1,0 +1,49 @@
+/** @module Sandbox types shared by the runtime, API and CLI. */
+
+export interface CreateSandboxOptions {
+  /** Image name (default debian-bookworm-minbase). */
+  image?: string;
+  /** Extra Debian packages; a derived image is built once per sorted set and cached. */
+  packages?: string[];
+  /** Sandbox name; becomes its id. Default: generated `sb-…`. */
+  name?: string;
+  memoryLimitBytes?: number;
+  pidsLimit?: number;
+  env?: Record<string, string>;
+  /** Removed by `crab gc` once the process that created it (ownerPid) is gone. */
+  ephemeral?: boolean;
+}
+
+export interface SandboxRecord {
+  id: string;
+  image: string;
+  lowerDirs: string[];
+  memoryLimitBytes: number;
+  pidsLimit: number;
+  env: Record<string, string>;
+  createdAt: string;
+  ephemeral: boolean;
+  ownerPid: number;
+  /** Boot time–relative start of the owner (so a reused pid is not mistaken for the owner). */
+  ownerStartTicks: number;
+}
+
+export type SandboxStatus = 'running' | 'paused' | 'stopped' | 'missing';
+
+export interface SandboxInfo extends SandboxRecord {
+  status: SandboxStatus;
+  initPid: number | null;
+  sessions: string[];
+}
+
+export interface ExecOptions {
+  /** Run inside the persistent session of this name (created on first use). */
+  session?: string;
+  timeoutMs?: number;
+  cwd?: string;
+  env?: Record<string, string>;
+}
+
+export const DEFAULT_MEMORY_BYTES = 512 * 1024 * 1024;
+export const DEFAULT_PIDS_LIMIT = 1024;
+export const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
