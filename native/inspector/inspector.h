@@ -1,0 +1,66 @@
+/* Shared between the BPF program and the helper: event layouts and map values. */
+#ifndef CRAB_INSPECTOR_H
+#define CRAB_INSPECTOR_H
+
+#define PATHLEN 1024
+#define COMMLEN 16
+
+enum ev_type {
+  EV_PATH = 1,   /* successful path syscall (p1/p2 read at sys_exit) */
+  EV_FDOP = 2,   /* first mutation through an fd (write family, ftruncate, fchmod, mmap…) in a turn */
+  EV_FORK = 3,
+  EV_EXEC = 4,
+  EV_EXIT = 5,
+  EV_NET = 6,    /* listen / connect / sendto / sendmsg */
+  EV_UNKNOWN = 7 /* something the inspector cannot follow (io_uring, …) */
+};
+
+enum net_kind { NET_LISTEN = 1, NET_CONNECT = 2, NET_SENDTO = 3 };
+
+/* ev_path.flags */
+#define EVF_CREATED 1u   /* open() created the file (FMODE_CREATED) */
+#define EVF_TRUNC1 2u    /* p1 did not fit */
+#define EVF_TRUNC2 4u
+#define EVF_DIR 8u       /* fd op on a directory */
+
+struct ev_hdr {
+  __u32 type;
+  __u32 nr;     /* syscall number, or 0 */
+  __u32 tgid;
+  __u32 tid;
+  __u64 cgid;
+  __s64 ret;
+};
+
+struct ev_path {
+  struct ev_hdr h;
+  __s64 args[6];
+  __u32 flags;
+  __u32 pad;
+  char p1[PATHLEN];
+  char p2[PATHLEN];
+};
+
+struct ev_small {
+  struct ev_hdr h;
+  __s32 fd;
+  __u32 flags;
+  __u64 ino;
+  __u32 child_tgid;  /* EV_FORK */
+  __u32 child_pid;
+  __u16 family;      /* EV_NET */
+  __u16 port;        /* host order */
+  __u32 kind;
+  __u8 addr[16];
+  char comm[COMMLEN];
+};
+
+/* Value of the `sandboxes` map (key: cgroup v2 id). Counters are cumulative; the helper diffs them. */
+struct sb_val {
+  __u64 unused;
+  __u64 bytes;     /* bytes written to regular files (sum of write-family return values) */
+  __u64 drops;     /* ring buffer reserve failures */
+  __u64 events;    /* events submitted */
+};
+
+#endif
