@@ -1,0 +1,30 @@
+/** @module Request bodies of the HTTP API, validated with zod. */
+import { z } from 'zod';
+
+const name = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, 'lower-case letters, digits and _ . - (1–63 chars)');
+const pkg = z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'a Debian package name');
+
+export const CreateSandboxBody = z
+  .object({
+    name: name.optional(),
+    image: z.string().min(1).optional(),
+    packages: z.array(pkg).max(200).optional(),
+    memoryLimitBytes: z.number().int().min(16 * 1024 * 1024).optional(),
+    pidsLimit: z.number().int().min(16).max(1_000_000).optional(),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
+    ephemeral: z.boolean().optional(),
+  })
+  .strict();
+
+export const ExecBody = z
+  .object({
+    cmd: z.string().min(1).max(1_000_000),
+    session: name.optional(),
+    timeoutMs: z.number().int().min(1).max(24 * 3600 * 1000).optional(),
+    cwd: z.string().startsWith('/').optional(),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
+  })
+  .strict();
+
+export const BuildImageBody = z.object({ base: z.string().min(1), packages: z.array(pkg).max(200) }).strict();
+export const ImportImageBody = z.object({ name, archivePath: z.string().startsWith('/') }).strict();

@@ -1,0 +1,212 @@
+#!/usr/bin/env node
+/** @module The `crab` command line. */
+import { Command, Option, InvalidArgumentError } from 'commander';
+import { crabPaths } from '../core/paths.js';
+import { rootLogger } from '../core/log.js';
+import { invalid } from '../core/errors.js';
+import { LocalService } from '../api/local-service.js';
+import { HttpService } from '../api/http-service.js';
+import type { CrabService } from '../api/service.js';
+import { parseSizeBytes } from '../sandbox/oci-spec.js';
+import { BASE_IMAGE } from '../image/image-store.js';
+import { startDaemon } from '../daemon/daemon.js';
+import { formatBytes, printJson, printTable, reportError } from './output.js';
+import { runDemo } from './demo.js';
+
+const paths = crabPaths();
+const progress = (m: string) => process.stderr.write(`  ${m}\n`);
+
+/** The daemon's API when a daemon answers on the socket (unless CRAB_NO_DAEMON=1), else in-process. */
+async function connect(): Promise<CrabService> {
+  if (process.env.CRAB_NO_DAEMON !== '1') {
+    const remote = new HttpService({ socketPath: paths.socket });
+    if (await remote.ping()) return remote;
+  }
+  return new LocalService(paths, progress);
+}
+
+function csv(v: string): string[] {
+  return v.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function size(v: string): number {
+  const n = parseSizeBytes(v);
+  if (n === null) throw new InvalidArgumentError('expected a size such as 512m or 1g');
+  return n;
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+let jsonErrors = false;
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    const opts = args.find((a): a is { json?: boolean } => typeof a === 'object' && a !== null && 'json' in (a as object));
+    jsonErrors = !!opts?.json;
+    await fn(...args);
+  };
+}
+
+const program = new Command('crab')
+  .description('Crab: turn-aligned checkpoint/restore for AI-agent sandboxes (runc + CRIU)')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (s, write) => write(s) });
+
+program.command('setup').description('install everything Crab needs (packages, CRIU 4.2.1, build, base image); idempotent');
+
+const image = program.command('image').description('build, import and list read-only images');
+image
+  .command('build [name]')
+  .description(`build an image (default ${BASE_IMAGE}); with --packages, a derived image cached per package set`)
+  .option('--packages <list>', 'comma-separated Debian packages to add', csv, [])
+  .option('--json', 'print JSON')
+  .action(
+    action(async (name: string | undefined, o: { packages: string[]; json?: boolean }) => {
+      const info = await (await connect()).buildImage(name ?? BASE_IMAGE, o.packages);
+      if (o.json) printJson(info);
+      else process.stdout.write(`${info.name}  ${formatBytes(info.sizeBytes)}  ${info.packages.join(',') || '(base)'}\n`);
+    }),
+  );
+image
+  .command('ls')
+  .description('list images')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (o: { json?: boolean }) => {
+      const list = await (await connect()).listImages();
+      if (o.json) return printJson(list);
+      printTable(
+        list.map((i) => ({ NAME: i.name, SOURCE: i.source, SIZE: formatBytes(i.sizeBytes), PACKAGES: i.packages.join(',') || '-', CREATED: i.createdAt })),
+        ['NAME', 'SOURCE', 'SIZE', 'PACKAGES', 'CREATED'],
+      );
+    }),
+  );
+image
+  .command('import <name> <archive>')
+  .description('import a `docker save` or OCI-layout tarball as an image')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (name: string, archive: string, o: { json?: boolean }) => {
+      const info = await (await connect()).importImage(name, (await import('node:path')).resolve(archive));
+      if (o.json) printJson(info);
+      else process.stdout.write(`imported ${info.name} (${formatBytes(info.sizeBytes)})\n`);
+    }),
+  );
+
+const sandbox = program.command('sandbox').description('create, run commands in, list, stop and remove sandboxes');
+sandbox
+  .command('create')
+  .description('create and start a sandbox')
+  .option('--image <image>', 'image name', BASE_IMAGE)
+  .option('--packages <list>', 'extra Debian packages (derived image built once and cached)', csv, [])
+  .option('--name <name>', 'sandbox name (default: generated)')
+  .option('--memory <size>', 'memory limit, e.g. 512m', size)
+  .option('--pids <n>', 'process limit', positiveInt)
+  .option('--ephemeral', 'remove it in `crab gc` once the creating process is gone')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (o: { image: string; packages: string[]; name?: string; memory?: number; pids?: number; ephemeral?: boolean; json?: boolean }) => {
+      const t0 = performance.now();
+      const info = await (await connect()).createSandbox({
+        image: o.image,
+        packages: o.packages,
+        name: o.name,
+        memoryLimitBytes: o.memory,
+        pidsLimit: o.pids,
+        ephemeral: o.ephemeral,
+      });
+      if (o.json) printJson(info);
+      else process.stdout.write(`${info.id}\t(${Math.round(performance.now() - t0)} ms)\n`);
+    }),
+  );
+sandbox
+  .command('exec <id> <cmd...>')
+  .description('run a command (put it after --); with --session, in a persistent bash session')
+  .option('--session <name>', 'persistent session name (created on first use)')
+  .option('--timeout <ms>', 'kill the command after this many ms', positiveInt)
+  .option('--cwd <dir>', 'working directory (one-shot commands)')
+  .option('--json', 'print the result as JSON')
+  .action(
+    action(async (id: string, cmd: string[], o: { session?: string; timeout?: number; cwd?: string; json?: boolean }) => {
+      const r = await (await connect()).exec(id, cmd.join(' '), { session: o.session, timeoutMs: o.timeout, cwd: o.cwd });
+      if (o.json) printJson(r);
+      else {
+        process.stdout.write(r.stdout);
+        process.stderr.write(r.stderr);
+        if (r.timedOut) process.stderr.write(`crab: command timed out\n`);
+      }
+      process.exitCode = r.exitCode;
+    }),
+  );
+sandbox
+  .command('ls')
+  .description('list sandboxes')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (o: { json?: boolean }) => {
+      const list = await (await connect()).listSandboxes();
+      if (o.json) return printJson(list);
+      printTable(
+        list.map((s) => ({ ID: s.id, STATUS: s.status, IMAGE: s.image, MEMORY: formatBytes(s.memoryLimitBytes), SESSIONS: s.sessions.join(',') || '-', CREATED: s.createdAt })),
+        ['ID', 'STATUS', 'IMAGE', 'MEMORY', 'SESSIONS', 'CREATED'],
+      );
+    }),
+  );
+sandbox
+  .command('stop <id>')
+  .description('kill every process of the sandbox (its files stay)')
+  .action(action(async (id: string) => (await connect()).stopSandbox(id)));
+sandbox
+  .command('rm <id>')
+  .description('remove the sandbox: processes, mount, cgroups and files')
+  .action(action(async (id: string) => (await connect()).removeSandbox(id)));
+
+program
+  .command('gc')
+  .description('remove what crashed runs left behind (half-made or orphaned ephemeral sandboxes, mounts, cgroups, staging dirs)')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (o: { json?: boolean }) => {
+      const r = await (await connect()).gc();
+      if (o.json) return printJson(r);
+      for (const [k, v] of Object.entries(r)) process.stdout.write(`${k}: ${(v as string[]).length ? (v as string[]).join(', ') : '-'}\n`);
+    }),
+  );
+
+program
+  .command('daemon')
+  .description('run the per-host daemon: owns all sandboxes, serves the API on a unix socket (0600)')
+  .option('--tcp <host:port>', 'also listen on TCP (requires --token or CRAB_TOKEN)')
+  .addOption(new Option('--token <token>', 'bearer token for the TCP listener').env('CRAB_TOKEN'))
+  .action(
+    action(async (o: { tcp?: string; token?: string }) => {
+      let tcp: { host: string; port: number; token: string } | undefined;
+      if (o.tcp) {
+        const m = /^(.+):(\d+)$/.exec(o.tcp);
+        if (!m) throw invalid('CLI_BAD_TCP', `--tcp wants host:port, got '${o.tcp}'`);
+        if (!o.token) throw invalid('CLI_TOKEN_REQUIRED', '--tcp needs a bearer token', 'Pass --token or set CRAB_TOKEN.');
+        tcp = { host: m[1]!, port: Number(m[2]), token: o.token };
+      }
+      const log = rootLogger.child({ component: 'daemon' });
+      if (!process.env.CRAB_LOG_LEVEL) log.level = 'info';
+      const d = await startDaemon({ paths, log, tcp });
+      process.stderr.write(`crab daemon listening on ${paths.socket}${tcp ? ` and ${tcp.host}:${tcp.port}` : ''}\n`);
+      const stop = () => void d.close().then(() => process.exit(0));
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+      await new Promise(() => undefined);
+    }),
+  );
+
+program
+  .command('demo')
+  .description('the main job: create a sandbox, run commands in a persistent session, show the result')
+  .option('--keep', 'keep the sandbox afterwards')
+  .action(action(async (o: { keep?: boolean }) => runDemo(await connect(), o)));
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.exitCode = reportError(err, jsonErrors);
+});
