@@ -1,0 +1,179 @@
+/** @module capture(): an overlay upper directory → a manifest stored in the content store. */
+import { invalid } from '../core/errors.js';
+import type { ContentStore, Digest } from '../store/content-store.js';
+import { readXattrs } from './host-helper.js';
+import type { Manifest, ManifestEntry } from './manifest.js';
+import { MANIFEST_FORMAT, comparePaths, storeManifest, underPrefix } from './manifest.js';
+import { absPath, assignLinkGroups, entryFromNode, scanOne, scanSubtree, type ScannedNode } from './scan.js';
+
+export interface CaptureOptions {
+  /** The manifest of the previous capture of the same directory: unchanged files are not re-read. */
+  previous?: Manifest;
+  /**
+   * Paths that may have changed since `previous` (relative to the upper root, or absolute as
+   * seen inside the sandbox: a leading '/' is ignored). Must name every path created, written,
+   * chmod'ed, deleted or renamed (old and new name) since `previous`. Only these, their
+   * ancestors and (for directories) their subtrees are examined; everything else is taken
+   * from `previous`. Ignored without `previous` (full rescan).
+   */
+  hintPaths?: readonly string[];
+  /** Relative paths left out of the snapshot (with everything below them). */
+  excludePrefixes?: readonly string[];
+  /** Files read and stored at once (default 8). */
+  concurrency?: number;
+}
+
+export interface CaptureResult {
+  manifest: Manifest;
+  /** Digest of the stored manifest chunk: what a checkpoint record references. */
+  digest: Digest;
+  /** Sum of regular file sizes (each inode once). */
+  logicalBytes: number;
+  /** Compressed bytes this capture added to the store (contents + manifest). */
+  newBytes: number;
+  /** Files whose bytes were read, and files whose recipe came from `previous`. */
+  filesRead: number;
+  filesReused: number;
+  /** 'full' when every path was examined, 'hinted' when only the hints were. */
+  mode: 'full' | 'hinted';
+}
+
+/**
+ * Snapshots `upperDir` into `store`.
+ * Precondition: nothing writes to `upperDir` meanwhile (sandbox frozen).
+ * On success: every chunk of the manifest, and the manifest itself, are durable in the store.
+ * On failure: the store may hold some unreferenced chunks (GC removes them); nothing else changes.
+ */
+export async function capture(upperDir: string, store: ContentStore, opts: CaptureOptions = {}): Promise<CaptureResult> {
+  const exclude = (opts.excludePrefixes ?? []).map(normRel);
+  const rootNode = await scanOne(upperDir, '');
+  if (!rootNode || rootNode.type !== 'dir') throw invalid('FSSNAP_NOT_A_DIRECTORY', `${upperDir} is not a directory`, 'Pass the overlay upper directory of the sandbox.');
+  const prev = opts.previous;
+  // Inode/ctime identity is only meaningful for the very directory the previous manifest came from.
+  const sameSource = !!prev && prev.sourceDev === Number(rootNode.st.dev) && prev.sourceIno === Number(rootNode.st.ino);
+  const prevByPath = new Map<string, ManifestEntry>(sameSource ? prev!.entries.map((e) => [e.path, e]) : []);
+
+  let nodes: ScannedNode[];
+  let kept: ManifestEntry[] = [];
+  let mode: CaptureResult['mode'] = 'full';
+  if (sameSource && opts.hintPaths) {
+    mode = 'hinted';
+    const { rescan, drop } = await hintedScan(upperDir, opts.hintPaths.map(normRel), exclude);
+    nodes = rescan;
+    const rescanned = new Set(rescan.map((n) => n.path));
+    kept = prev!.entries.filter((e) => !rescanned.has(e.path) && !drop.some((d) => underPrefix(e.path, d)) && !exclude.some((p) => underPrefix(e.path, p)));
+  } else {
+    nodes = await scanSubtree(upperDir, '', exclude);
+  }
+
+  // Metadata: reuse xattrs/contents when the inode is the same and its ctime did not move
+  // (any write, chmod, chown, setxattr or link count change moves ctime).
+  const entries: ManifestEntry[] = [];
+  const needXattrs: ManifestEntry[] = [];
+  const needContent: ManifestEntry[] = [];
+  let filesReused = 0;
+  for (const n of nodes) {
+    const e = entryFromNode(n);
+    const p = prevByPath.get(e.path);
+    const unchanged = !!p && p.type === e.type && p.ino === e.ino && p.ctimeNs === e.ctimeNs;
+    if (unchanged) {
+      if (p.xattrs) e.xattrs = p.xattrs;
+    } else needXattrs.push(e);
+    if (e.type === 'file') {
+      if (unchanged && p.recipe && p.sha256 !== undefined && p.size === e.size && p.mtimeNs === e.mtimeNs) {
+        e.recipe = p.recipe;
+        e.sha256 = p.sha256;
+        filesReused++;
+      } else needContent.push(e);
+    }
+    entries.push(e);
+  }
+  const xattrs = await readXattrs(needXattrs.map((e) => absPath(upperDir, e.path)));
+  for (const e of needXattrs) {
+    const x = xattrs.get(absPath(upperDir, e.path));
+    if (x) e.xattrs = x;
+  }
+
+  // Contents: one read per inode (hard links share the recipe).
+  let newBytes = 0;
+  const byIno = new Map<number, ManifestEntry>();
+  const todo: ManifestEntry[] = [];
+  for (const e of needContent) {
+    const first = byIno.get(e.ino);
+    if (first) continue;
+    byIno.set(e.ino, e);
+    todo.push(e);
+  }
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < todo.length) {
+      const e = todo[next++]!;
+      const r = await store.putFile(absPath(upperDir, e.path), { chunking: 'whole' });
+      e.recipe = r.recipe;
+      e.sha256 = r.sha256;
+      e.size = r.recipe.size;
+      newBytes += r.newBytes;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 8) }, worker));
+  for (const e of needContent) {
+    const first = byIno.get(e.ino)!;
+    if (first !== e) {
+      e.recipe = first.recipe;
+      e.sha256 = first.sha256;
+    }
+  }
+
+  const all = [...kept, ...entries].sort((a, b) => comparePaths(a.path, b.path));
+  assignLinkGroups(all);
+  const seenIno = new Set<number>();
+  let logicalBytes = 0;
+  for (const e of all) {
+    if (e.type !== 'file' || seenIno.has(e.ino)) continue;
+    seenIno.add(e.ino);
+    logicalBytes += e.size;
+  }
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    createdAtMs: Date.now(),
+    sourceDev: Number(rootNode.st.dev),
+    sourceIno: Number(rootNode.st.ino),
+    entries: all,
+    logicalBytes,
+  };
+  const stored = await storeManifest(store, manifest);
+  newBytes += stored.newBytes;
+  return { manifest, digest: stored.digest, logicalBytes, newBytes, filesRead: todo.length, filesReused, mode };
+}
+
+/**
+ * Which paths to re-examine for a set of hints: each hint (its whole subtree when it is a
+ * directory now) and its ancestors. `drop` lists hinted paths whose old subtree must go
+ * (deleted, or replaced, e.g. a renamed-away directory).
+ */
+async function hintedScan(root: string, hints: string[], exclude: string[]): Promise<{ rescan: ScannedNode[]; drop: string[] }> {
+  const out = new Map<string, ScannedNode>();
+  const drop: string[] = [];
+  const ancestors = new Set<string>(['']);
+  for (const h of hints) {
+    if (exclude.some((p) => underPrefix(h, p))) continue;
+    const parts = h === '' ? [] : h.split('/');
+    for (let i = 0; i < parts.length; i++) ancestors.add(parts.slice(0, i).join('/'));
+    drop.push(h);
+    for (const n of await scanSubtree(root, h, exclude)) out.set(n.path, n);
+  }
+  for (const a of ancestors) {
+    if (out.has(a)) continue;
+    const n = await scanOne(root, a);
+    // a vanished ancestor takes its previous subtree with it
+    if (n) out.set(a, n);
+    else drop.push(a);
+  }
+  return { rescan: [...out.values()], drop };
+}
+
+function normRel(p: string): string {
+  const parts = p.split('/').filter((s) => s !== '' && s !== '.');
+  if (parts.includes('..')) throw invalid('FSSNAP_BAD_PATH', `path '${p}' must not contain '..'`, 'Give paths relative to the sandbox root.');
+  return parts.join('/');
+}

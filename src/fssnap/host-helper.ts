@@ -1,0 +1,101 @@
+/**
+ * @module What Node 20 cannot do itself, done in batches by one short python3 process:
+ * read and write extended attributes (incl. `trusted.overlay.*`), `mknod` (whiteouts are
+ * 0:0 character devices, plus fifos and devices), `lchown`, and nanosecond `utimensat`
+ * without following symlinks. One process per capture/materialize, not one per file.
+ * python3 comes with the project's apt set-up (python3-protobuf pulls it in).
+ */
+import { spawn } from 'node:child_process';
+import { CrabError } from '../core/errors.js';
+
+const SCRIPT = String.raw`
+import json, os, stat, sys
+req = json.load(sys.stdin)
+out = {}
+if req['op'] == 'get':
+    for p in req['paths']:
+        try:
+            names = os.listxattr(p, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if names:
+            out[p] = {n: os.getxattr(p, n, follow_symlinks=False).hex() for n in sorted(names)}
+else:
+    kinds = {'whiteout': stat.S_IFCHR, 'chr': stat.S_IFCHR, 'blk': stat.S_IFBLK, 'fifo': stat.S_IFIFO}
+    for p, kind, rdev in req['nodes']:
+        os.mknod(p, kinds[kind] | 0o600, rdev)
+    for p, uid, gid, mode, is_link in req['owners']:
+        os.chown(p, uid, gid, follow_symlinks=False)
+        if not is_link:
+            os.chmod(p, mode)
+    for p, xs in req['xattrs']:
+        for n, v in xs.items():
+            os.setxattr(p, n, bytes.fromhex(v), follow_symlinks=False)
+    for p, ns in req['times']:
+        os.utime(p, ns=(ns, ns), follow_symlinks=False)
+json.dump(out, sys.stdout)
+`;
+
+/** A node that only the helper can create. `rdev` is the raw dev_t (0 for whiteouts and fifos). */
+export interface SpecialNode {
+  path: string;
+  kind: 'whiteout' | 'chr' | 'blk' | 'fifo';
+  rdev: number;
+}
+
+export interface ApplyRequest {
+  nodes: SpecialNode[];
+  /** chown (never following symlinks), then chmod unless `isSymlink`. */
+  owners: Array<{ path: string; uid: number; gid: number; mode: number; isSymlink: boolean }>;
+  xattrs: Array<{ path: string; xattrs: Record<string, string> }>;
+  /** Applied in this order (give children before parents); atime is set to mtime. */
+  times: Array<{ path: string; mtimeNs: bigint }>;
+}
+
+/** Extended attributes (name → hex value) of each absolute path that has any. */
+export async function readXattrs(paths: readonly string[]): Promise<Map<string, Record<string, string>>> {
+  if (paths.length === 0) return new Map();
+  const out = (await runHelper({ op: 'get', paths })) as Record<string, Record<string, string>>;
+  return new Map(Object.entries(out));
+}
+
+/** Creates special nodes, then sets owners/modes, xattrs and times, in that order. */
+export async function applyMetadata(req: ApplyRequest): Promise<void> {
+  await runHelper({
+    op: 'apply',
+    nodes: req.nodes.map((n) => [n.path, n.kind, n.rdev]),
+    owners: req.owners.map((o) => [o.path, o.uid, o.gid, o.mode, o.isSymlink]),
+    xattrs: req.xattrs.map((x) => [x.path, x.xattrs]),
+    // bigint ns as a JSON number literal: python parses it as an exact int
+    times: req.times.map((t) => `[${JSON.stringify(t.path)},${t.mtimeNs.toString()}]`),
+  });
+}
+
+function runHelper(req: Record<string, unknown>): Promise<unknown> {
+  // times are pre-rendered JSON fragments (exact big integers); splice them in raw
+  const times = req.times as string[] | undefined;
+  const body = times ? JSON.stringify({ ...req, times: '__TIMES__' }).replace('"__TIMES__"', `[${times.join(',')}]`) : JSON.stringify(req);
+  return new Promise((resolve, reject) => {
+    const child = spawn('python3', ['-c', SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e) =>
+      reject(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run python3: ${e.message}`, 'Install python3 (crab setup does).', {}, { cause: e })),
+    );
+    child.stdin.on('error', () => undefined); // the exit code reports a helper that died early
+    child.stdin.end(body);
+    child.on('close', (code) => {
+      if (code !== 0) {
+        const msg = Buffer.concat(err).toString().trim().split('\n').slice(-3).join(' | ');
+        return reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `metadata helper (${String(req.op)}) failed: ${msg}`, 'Needs root (trusted.* xattrs, mknod) and a filesystem with xattr support.', { code }));
+      }
+      try {
+        resolve(JSON.parse(Buffer.concat(out).toString() || '{}'));
+      } catch (e) {
+        reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'metadata helper printed invalid JSON', undefined, {}, { cause: e }));
+      }
+    });
+  });
+}
