@@ -4,3 +4,4 @@ export * from './turn-hooks.js';
 export * from './turn-rules.js';
 export * from './sandbox-resolver.js';
 export * from './http-headers.js';
+export * from './scheduler-hooks.js';
