@@ -58,7 +58,7 @@ async function dirSizeBytes(dir: string): Promise<number> {
 }
 
 /** Builds (or returns the cached) image for base + packages. Concurrent calls share one build. */
-export function ensureImage(
+export async function ensureImage(
   imagesRoot: string,
   base: string,
   packages: readonly string[],
@@ -70,7 +70,7 @@ export function ensureImage(
   }
   const name = derivedImageName(base, pkgs);
   const cached = readImage(imagesRoot, name);
-  if (cached) return Promise.resolve(cached);
+  if (cached) return cached;
   let p = inFlight.get(name);
   if (!p) {
     p = (pkgs.length === 0 ? buildBase(imagesRoot, base, progress) : buildDerived(imagesRoot, base, pkgs, progress)).finally(
