@@ -31,6 +31,8 @@ export interface CaptureResult {
   logicalBytes: number;
   /** Compressed bytes this capture added to the store (contents + manifest). */
   newBytes: number;
+  /** The part of `newBytes` that is file contents (0 when nothing changed; the manifest is always new). */
+  contentNewBytes: number;
   /** Files whose bytes were read, and files whose recipe came from `previous`. */
   filesRead: number;
   filesReused: number;
@@ -142,8 +144,7 @@ export async function capture(upperDir: string, store: ContentStore, opts: Captu
     logicalBytes,
   };
   const stored = await storeManifest(store, manifest);
-  newBytes += stored.newBytes;
-  return { manifest, digest: stored.digest, logicalBytes, newBytes, filesRead: todo.length, filesReused, mode };
+  return { manifest, digest: stored.digest, logicalBytes, newBytes: newBytes + stored.newBytes, contentNewBytes: newBytes, filesRead: todo.length, filesReused, mode };
 }
 
 /**
