@@ -1,0 +1,261 @@
+/**
+ * @module Process-state probe without soft-dirty: a snapshot of a sandbox's processes (from its
+ * cgroup) with per-process CPU time and, optionally, a digest of writable private memory; and a
+ * pure diff. A turn changed process state when the process set changed, or a surviving process
+ * ran (CPU time grew), or (with digests) its writable memory changed.
+ *
+ * When to use the digest: CPU time alone over-reports (a process that woke up to find nothing to
+ * do "ran"). The digest tells those apart, at the cost of reading all writable private memory
+ * (see bench/inspector-digest.ts: about the speed of sha256, ~0.5–1 GB/s). Use it for processes
+ * that ran this turn and whose writable memory is small (default cap 256 MiB per process);
+ * above that, a process checkpoint is cheaper than proving it is not needed.
+ */
+import { createHash } from 'node:crypto';
+import { open, readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+
+export interface ProcInfo {
+  pid: number;
+  comm: string;
+  cmdline: string;
+  /** Start time in clock ticks since boot (with pid: the process identity). */
+  startTime: number;
+  /** utime+stime of the whole process, in clock ticks (10 ms). */
+  cpuTicks: number;
+  /** Sum of the threads' on-CPU time in ns (/proc/PID/task/TID/schedstat); more precise than ticks. */
+  runtimeNs: number;
+  threads: number;
+  /** sha256 of writable private memory, when requested and small enough. */
+  memDigest?: string;
+  /** Bytes the digest covered. */
+  memBytes?: number;
+}
+
+export interface ProcSnapshot {
+  takenAt: number;
+  procs: Record<number, ProcInfo>;
+}
+
+export interface ProbeOptions {
+  /** Host PIDs to leave out (the runtime's persistent-session shells, an in-sandbox agent). */
+  ignorePids?: readonly number[];
+  /** Process names (comm, or a RegExp on comm) to leave out. */
+  ignoreComm?: readonly (string | RegExp)[];
+  /** Compute memory digests. */
+  digest?: boolean;
+  /** Skip the digest (memDigest undefined) above this many writable bytes per process (default 256 MiB). */
+  maxDigestBytes?: number;
+}
+
+export interface ProcessDiff {
+  started: number[];
+  exited: number[];
+  /** Surviving processes whose CPU time grew. */
+  ran: number[];
+  /** Surviving processes whose command line changed (exec). */
+  execed: number[];
+  /** Surviving processes whose memory digest changed (only when both snapshots have digests). */
+  memChanged: number[];
+  /** Whether process state changed: set changed, exec, or ran (and, with digests, memory changed). */
+  changed: boolean;
+}
+
+/** Host PIDs in a cgroup directory (v2 cgroup.procs, or a v1 pids/freezer controller's tasks). */
+export async function cgroupPids(cgroupDir: string): Promise<number[]> {
+  let text: string;
+  try {
+    text = await readFile(path.join(cgroupDir, 'cgroup.procs'), 'utf8');
+  } catch {
+    text = await readFile(path.join(cgroupDir, 'tasks'), 'utf8');
+  }
+  const pids = new Set<number>();
+  for (const l of text.split('\n')) {
+    const n = Number.parseInt(l, 10);
+    if (n > 0) pids.add(n);
+  }
+  return [...pids].sort((a, b) => a - b);
+}
+
+/** Parses /proc/PID/stat (comm may contain spaces and parentheses). */
+export function parseStat(text: string): { comm: string; utime: number; stime: number; startTime: number } | null {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open) return null;
+  const comm = text.slice(open + 1, close);
+  const f = text.slice(close + 2).trim().split(/\s+/);
+  // f[0] is field 3 (state); utime is field 14, stime 15, starttime 22
+  const utime = Number(f[11]);
+  const stime = Number(f[12]);
+  const startTime = Number(f[19]);
+  if (![utime, stime, startTime].every(Number.isFinite)) return null;
+  return { comm, utime, stime, startTime };
+}
+
+function ignored(pid: number, comm: string, opts: ProbeOptions): boolean {
+  if (opts.ignorePids?.includes(pid)) return true;
+  for (const c of opts.ignoreComm ?? []) {
+    if (typeof c === 'string' ? c === comm : c.test(comm)) return true;
+  }
+  return false;
+}
+
+async function runtimeNs(pid: number): Promise<{ ns: number; threads: number }> {
+  let ns = 0;
+  let threads = 0;
+  let tids: string[];
+  try {
+    tids = await readdir(`/proc/${pid}/task`);
+  } catch {
+    return { ns: 0, threads: 0 };
+  }
+  for (const tid of tids) {
+    try {
+      const t = await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8');
+      ns += Number(t.split(' ')[0]) || 0;
+      threads++;
+    } catch {
+      /* the thread ended */
+    }
+  }
+  return { ns, threads };
+}
+
+/** Writable private mappings of a process, from /proc/PID/maps. */
+export function writableRegions(maps: string): { start: number; end: number; name: string }[] {
+  const out: { start: number; end: number; name: string }[] = [];
+  for (const line of maps.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (!m) continue;
+    const perms = m[3]!;
+    const name = m[4] ?? '';
+    if (perms[1] !== 'w' || perms[3] !== 'p') continue;
+    if (name === '[vvar]' || name === '[vsyscall]' || name === '[vvar_vclock]') continue;
+    out.push({ start: Number.parseInt(m[1]!, 16), end: Number.parseInt(m[2]!, 16), name });
+  }
+  return out;
+}
+
+/** sha256 over the process's writable private memory; undefined when larger than maxBytes or unreadable. */
+export async function memoryDigest(pid: number, maxBytes = 256 << 20): Promise<{ digest: string; bytes: number } | undefined> {
+  let maps: string;
+  try {
+    maps = await readFile(`/proc/${pid}/maps`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const regions = writableRegions(maps);
+  const total = regions.reduce((s, r) => s + (r.end - r.start), 0);
+  if (total > maxBytes) return undefined;
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let bytes = 0;
+  let fh;
+  try {
+    fh = await open(`/proc/${pid}/mem`, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    for (const r of regions) {
+      h.update(`${r.start.toString(16)}-${r.end.toString(16)}\n`);
+      for (let pos = r.start; pos < r.end; ) {
+        const len = Math.min(buf.length, r.end - pos);
+        let n: number;
+        try {
+          ({ bytesRead: n } = await fh.read(buf, 0, len, pos));
+        } catch {
+          break; // unreadable region (e.g. guard pages); its bounds are still in the digest
+        }
+        if (n <= 0) break;
+        h.update(buf.subarray(0, n));
+        bytes += n;
+        pos += n;
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  return { digest: h.digest('hex'), bytes };
+}
+
+/** Snapshot of the given processes (those that vanish while reading are left out). */
+export async function snapshotProcesses(pids: readonly number[], opts: ProbeOptions = {}): Promise<ProcSnapshot> {
+  const procs: Record<number, ProcInfo> = {};
+  for (const pid of pids) {
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    let st;
+    let cmdline = '';
+    try {
+      st = parseStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+      cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0+$/, '').split('\0').join(' ');
+    } catch {
+      continue;
+    }
+    if (!st || ignored(pid, st.comm, opts)) continue;
+    const rt = await runtimeNs(pid);
+    const info: ProcInfo = {
+      pid,
+      comm: st.comm,
+      cmdline,
+      startTime: st.startTime,
+      cpuTicks: st.utime + st.stime,
+      runtimeNs: rt.ns,
+      threads: rt.threads,
+    };
+    if (opts.digest) {
+      const d = await memoryDigest(pid, opts.maxDigestBytes);
+      if (d) {
+        info.memDigest = d.digest;
+        info.memBytes = d.bytes;
+      }
+    }
+    procs[pid] = info;
+  }
+  return { takenAt: Date.now(), procs };
+}
+
+/** Snapshot of every process in a cgroup. */
+export async function probeCgroup(cgroupDir: string, opts: ProbeOptions = {}): Promise<ProcSnapshot> {
+  return snapshotProcesses(await cgroupPids(cgroupDir), opts);
+}
+
+/**
+ * Pure diff of two snapshots. With digests on both sides, a process that ran but whose writable
+ * memory is unchanged does not count as changed (it ran, found nothing to do).
+ */
+export function diffSnapshots(prev: ProcSnapshot, next: ProcSnapshot): ProcessDiff {
+  const started: number[] = [];
+  const exited: number[] = [];
+  const ran: number[] = [];
+  const execed: number[] = [];
+  const memChanged: number[] = [];
+  let changed = false;
+  for (const [k, n] of Object.entries(next.procs)) {
+    const p = prev.procs[Number(k)];
+    if (!p || p.startTime !== n.startTime) {
+      started.push(n.pid);
+      if (p) exited.push(p.pid); // pid reused
+      continue;
+    }
+    if (p.cmdline !== n.cmdline || p.comm !== n.comm) execed.push(n.pid);
+    const didRun = n.runtimeNs > p.runtimeNs || n.cpuTicks > p.cpuTicks || n.threads !== p.threads;
+    if (didRun) ran.push(n.pid);
+    const digests = p.memDigest !== undefined && n.memDigest !== undefined;
+    const memDiff = digests && p.memDigest !== n.memDigest;
+    if (memDiff) memChanged.push(n.pid);
+    if (digests ? memDiff || n.threads !== p.threads : didRun) changed = true;
+  }
+  for (const [k, p] of Object.entries(prev.procs)) {
+    if (!next.procs[Number(k)]) exited.push(p.pid);
+  }
+  if (started.length || exited.length || execed.length) changed = true;
+  const num = (a: number, b: number) => a - b;
+  return {
+    started: started.sort(num),
+    exited: exited.sort(num),
+    ran: ran.sort(num),
+    execed: execed.sort(num),
+    memChanged: memChanged.sort(num),
+    changed,
+  };
+}
