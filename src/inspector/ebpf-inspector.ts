@@ -63,6 +63,7 @@ export function toTurnEffects(r: HelperReport): TurnEffects {
     listening: r.listening,
     external: r.external.map((x) => ({ kind: x.kind, addr: x.addr, port: x.port, pid: x.pid })),
     dropped: r.dropped,
+    events: r.events,
     unknown: r.unknown,
   };
 }

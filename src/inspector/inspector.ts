@@ -58,6 +58,8 @@ export interface TurnEffects {
   external: ExternalEffect[];
   /** Events lost this turn (ring buffer full). Any loss makes `unknown` non-null. */
   dropped: number;
+  /** Events the helper received for this sandbox this turn (diagnostics). */
+  events?: number;
   /** Why this report cannot be trusted (lost events, helper restart, io_uring, overflow…), or null. */
   unknown: string | null;
 }
