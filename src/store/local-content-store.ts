@@ -42,10 +42,14 @@ import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } fr
 
 /** `'whole'` chunking cuts files above this size into pieces of this size. */
 export const WHOLE_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
-export const PAGE_CHUNK_MIN_PAGES = 4;
-export const PAGE_CHUNK_MAX_PAGES = 64;
-/** A chunk ends after a page whose hash is divisible by this (after the minimum): mean 4 + 12 pages. */
-const PAGE_CHUNK_DIVISOR = 12;
+/** Default page-chunk shape: a chunk ends after a page whose hash is divisible by `divisor` (after `minPages`), mean ≈ min + divisor. */
+export const DEFAULT_PAGE_CHUNKING: PageChunking = { minPages: 4, divisor: 12, maxPages: 64 };
+
+export interface PageChunking {
+  minPages: number;
+  divisor: number;
+  maxPages: number;
+}
 const READ_BLOCK_BYTES = 8 * 1024 * 1024;
 /** Chunk writes in flight per storing call (libuv has 4 threads; this hides compression latency). */
 const WRITES_IN_FLIGHT = 8;
@@ -54,6 +58,8 @@ const DEFAULT_GRACE_MS = 60 * 60 * 1000;
 export interface LocalContentStoreOptions {
   /** zstd level, 1–3 recommended (default 3). */
   compressionLevel?: number;
+  /** Shape of `'pages'` chunks (default `DEFAULT_PAGE_CHUNKING`). Changing it only costs dedup against older chunks. */
+  pageChunking?: PageChunking;
 }
 
 /** Content store on a local filesystem. Create with `LocalContentStore.open(root)`. */
@@ -61,6 +67,7 @@ export class LocalContentStore implements ContentStore {
   readonly chunksDir: string;
   readonly tmpDir: string;
   private readonly level: number;
+  private readonly pageChunking: PageChunking;
   private tmpCounter = 0;
 
   private constructor(
@@ -70,6 +77,7 @@ export class LocalContentStore implements ContentStore {
     this.chunksDir = path.join(root, 'chunks');
     this.tmpDir = path.join(root, 'tmp');
     this.level = opts.compressionLevel ?? 3;
+    this.pageChunking = opts.pageChunking ?? DEFAULT_PAGE_CHUNKING;
   }
 
   /** Opens (creating if needed) a store at `root`. Idempotent. */
@@ -321,6 +329,7 @@ export class LocalContentStore implements ContentStore {
       chunks.push(d);
       batch.add(d, buf);
     };
+    const { minPages, divisor, maxPages } = this.pageChunking;
     const fh = await fsp.open(file, 'r');
     let size = 0;
     try {
@@ -346,7 +355,7 @@ export class LocalContentStore implements ContentStore {
           const page = data.subarray(off, end);
           const cut =
             page.length === PAGE_BYTES &&
-            (pages >= PAGE_CHUNK_MAX_PAGES || (pages >= PAGE_CHUNK_MIN_PAGES && pageHash(page) % PAGE_CHUNK_DIVISOR === 0));
+            (pages >= maxPages || (pages >= minPages && pageHash(page) % divisor === 0));
           if (cut) {
             const piece = data.subarray(start, end);
             emit(carry.length ? Buffer.concat([...carry, piece]) : piece);
