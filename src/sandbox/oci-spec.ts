@@ -14,6 +14,7 @@ export interface SandboxSpecInput {
   memoryLimitBytes: number;
   pidsLimit: number;
   env?: Record<string, string>;
+  binds?: Array<{ source: string; target: string; readonly?: boolean }>;
 }
 
 const CAPABILITIES = [
@@ -75,6 +76,7 @@ export function buildOciSpec(input: SandboxSpecInput): Record<string, unknown> {
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      ...(input.binds ?? []).map((b) => ({ destination: b.target, type: 'bind', source: b.source, options: ['rbind', b.readonly ? 'ro' : 'rw'] })),
     ],
     linux: {
       cgroupsPath: input.cgroupsPath,

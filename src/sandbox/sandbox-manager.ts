@@ -108,6 +108,7 @@ export class SandboxManager {
       memoryLimitBytes: opts.memoryLimitBytes ?? DEFAULT_MEMORY_BYTES,
       pidsLimit: opts.pidsLimit ?? DEFAULT_PIDS_LIMIT,
       env: opts.env ?? {},
+      binds: opts.binds ?? [],
       createdAt: new Date().toISOString(),
       ephemeral: opts.ephemeral ?? false,
       ownerPid: process.pid,
@@ -142,6 +143,7 @@ export class SandboxManager {
       memoryLimitBytes: rec.memoryLimitBytes,
       pidsLimit: rec.pidsLimit,
       env: rec.env,
+      binds: rec.binds,
     });
     fs.writeFileSync(path.join(d.bundle, 'config.json'), JSON.stringify(spec, null, 2));
   }

@@ -12,6 +12,14 @@ export interface CreateSandboxOptions {
   env?: Record<string, string>;
   /** Removed by `crab gc` once the process that created it (ownerPid) is gone. */
   ephemeral?: boolean;
+  /** Host directories bound into the sandbox. */
+  binds?: BindMount[];
+}
+
+export interface BindMount {
+  source: string;
+  target: string;
+  readonly?: boolean;
 }
 
 export interface SandboxRecord {
@@ -21,6 +29,7 @@ export interface SandboxRecord {
   memoryLimitBytes: number;
   pidsLimit: number;
   env: Record<string, string>;
+  binds?: BindMount[];
   createdAt: string;
   ephemeral: boolean;
   ownerPid: number;

@@ -1,0 +1,272 @@
+/**
+ * @module The C/R chain: take checkpoints (full / fs / process) from one frozen moment, restore,
+ * roll back and fork, on top of the sandbox runtime, the content store and the catalog.
+ *
+ * Take: freeze the cgroup → capture the overlay upper (fs manifest) → CRIU dump with the
+ * container still frozen (runc checkpoint --leave-running on a paused container keeps it paused)
+ * → thaw → store the CRIU image (page-chunked, so unchanged pages dedup) → one catalog commit.
+ * A checkpoint is visible only after all its chunks are durable.
+ *
+ * Restore: files first (materialize the manifest into a fresh upper), then processes
+ * (runc restore from the newest process image of the lineage).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { CrabError, conflict, precondition } from '../core/errors.js';
+import { checkName, newId } from '../core/ids.js';
+import type { Catalog } from '../catalog/catalog.js';
+import type { LocalContentStore } from '../store/local-content-store.js';
+import type { DirRecipe } from '../store/content-store.js';
+import { capture, loadManifest, materialize, type Manifest } from '../fssnap/index.js';
+import type { SandboxManager } from '../sandbox/sandbox-manager.js';
+import type { SandboxRecord } from '../sandbox/sandbox.js';
+import { mountOverlay, unmount } from '../sandbox/overlay.js';
+import { processStartTicks } from '../sandbox/sandbox-manager.js';
+import { freeze, thaw } from './freezer.js';
+import type { BindIdentity, CheckpointKind, CheckpointRecord, RestoreResult, TakeOptions, TakeResult } from './checkpoint.js';
+
+export const headRef = (sandboxId: string) => `head/${sandboxId}`;
+
+interface CheckpointMeta {
+  binds: BindIdentity[];
+  sandbox: SandboxRecord;
+  escalatedFrom?: CheckpointKind;
+  fsMode?: string;
+}
+
+export class Checkpointer {
+  /** Serialises C/R operations per sandbox. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+  /** Last manifest per sandbox (saves a store read per checkpoint). */
+  private readonly manifestCache = new Map<string, { digest: string; manifest: Manifest }>();
+
+  constructor(
+    readonly sandboxes: SandboxManager,
+    readonly store: LocalContentStore,
+    readonly catalog: Catalog,
+  ) {}
+
+  private exclusive<T>(sandboxId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(sandboxId) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn); // a failed operation must not block the next
+    this.locks.set(sandboxId, next);
+    void next.finally(() => this.locks.get(sandboxId) === next && this.locks.delete(sandboxId)).catch(() => undefined);
+    return next;
+  }
+
+  private async ensureCatalogSandbox(rec: SandboxRecord): Promise<void> {
+    await this.catalog.putSandbox({ id: rec.id, name: rec.id, image: rec.image, config: rec, createdAtMs: Date.parse(rec.createdAt), state: 'live' });
+  }
+
+  /** Head (newest checkpoint of the current branch) of a sandbox, or null. */
+  head(sandboxId: string): Promise<string | null> {
+    return this.catalog.getRef(headRef(sandboxId));
+  }
+
+  private async manifestOf(ck: CheckpointRecord): Promise<Manifest | undefined> {
+    if (!ck.fsManifest) return undefined;
+    const cached = this.manifestCache.get(ck.sandboxId);
+    if (cached?.digest === ck.fsManifest) return cached.manifest;
+    return loadManifest(this.store, ck.fsManifest);
+  }
+
+  /**
+   * Takes a checkpoint of a running sandbox.
+   * On success: the checkpoint is committed and is the sandbox's new head.
+   * On failure: the sandbox is thawed and running, nothing is visible in the catalog.
+   */
+  take(sandboxId: string, opts: TakeOptions): Promise<TakeResult> {
+    return this.exclusive(sandboxId, () => this.takeLocked(sandboxId, opts));
+  }
+
+  private async takeLocked(sandboxId: string, opts: TakeOptions): Promise<TakeResult> {
+    const t0 = performance.now();
+    const rec = this.sandboxes.record(sandboxId);
+    await this.sandboxes.requireRunning(sandboxId);
+    await this.ensureCatalogSandbox(rec);
+    const parentId = await this.head(sandboxId);
+    const parent = parentId ? await this.catalog.getCheckpoint(parentId) : null;
+    let kind = opts.kind;
+    if (kind === 'fs' && !parent?.processImage) kind = 'full'; // nothing to reuse: the first checkpoint must hold processes
+    const previous = parent ? await this.manifestOf(parent) : undefined;
+    // A full checkpoint rescans everything (the check against hints drifting); others use hints.
+    const hintPaths = kind === 'full' ? undefined : opts.hintPaths;
+
+    const d = this.sandboxes.dirs(sandboxId);
+    const ckptId = newId('ck-');
+    const scratch = path.join(d.ckpt, ckptId);
+    const imageDir = path.join(scratch, 'img');
+    fs.mkdirSync(imageDir, { recursive: true });
+    let frozenMs = 0;
+    let dumpMs = 0;
+    let fsCaptureMs = 0;
+    try {
+      const tFreeze = performance.now();
+      await freeze(sandboxId);
+      let snap;
+      try {
+        const tCap = performance.now();
+        snap = await capture(d.upper, this.store, { previous, hintPaths });
+        fsCaptureMs = performance.now() - tCap;
+        if (kind !== 'fs') {
+          const tDump = performance.now();
+          await this.sandboxes.runc.checkpoint(sandboxId, imageDir, path.join(scratch, 'work'), { leaveRunning: true });
+          dumpMs = performance.now() - tDump;
+        }
+      } finally {
+        thaw(sandboxId);
+        frozenMs = performance.now() - tFreeze;
+      }
+      let processImage: { digest: string } | { reuseOf: string } | null = null;
+      let imageLogical = 0;
+      let imageNew = 0;
+      if (kind !== 'fs') {
+        const put = await this.store.putDir(imageDir);
+        processImage = { digest: put.recipeDigest };
+        imageLogical = put.logicalBytes;
+        imageNew = put.newBytes;
+      } else {
+        processImage = { reuseOf: parent!.id };
+      }
+      const meta: CheckpointMeta = { binds: bindIdentities(rec), sandbox: rec, fsMode: snap.mode };
+      if (kind !== opts.kind) meta.escalatedFrom = opts.kind;
+      const ck = await this.catalog.commitCheckpoint(
+        {
+          id: ckptId,
+          sandboxId,
+          parentId,
+          kind,
+          turn: opts.turn ?? null,
+          logicalBytes: snap.logicalBytes + imageLogical,
+          newBytes: snap.newBytes + imageNew,
+          fsManifest: snap.digest,
+          processImage,
+          effects: opts.effects ?? null,
+          meta,
+        },
+        { refs: [headRef(sandboxId)] },
+      );
+      this.manifestCache.set(sandboxId, { digest: snap.digest, manifest: snap.manifest });
+      return { checkpoint: ck, kind, frozenMs, dumpMs, fsCaptureMs, totalMs: performance.now() - t0, logicalBytes: ck.logicalBytes, newBytes: ck.newBytes };
+    } finally {
+      fs.rmSync(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Restores checkpoint `ckptId` into sandbox `targetId` (its own sandbox by default, or a new
+   * one): files first, then processes. Whatever ran in the target before is killed.
+   * Refuses (CKPT_BINDS_CHANGED) when the sandbox's host bind mounts differ from the checkpoint's, unless `force`.
+   */
+  restore(ckptId: string, opts: { as?: string; force?: boolean; ephemeral?: boolean } = {}): Promise<RestoreResult> {
+    return this.catalog.getCheckpoint(ckptId).then((ck) => {
+      const targetId = opts.as ? checkName('sandbox', opts.as) : ck.sandboxId;
+      return this.exclusive(targetId, () => this.restoreLocked(ck, targetId, opts));
+    });
+  }
+
+  /** Rolls a sandbox back to one of its own checkpoints. */
+  async rollback(sandboxId: string, ckptId: string, opts: { force?: boolean } = {}): Promise<RestoreResult> {
+    const ck = await this.catalog.getCheckpoint(ckptId);
+    if (ck.sandboxId !== sandboxId) {
+      throw precondition('CKPT_OTHER_SANDBOX', `checkpoint ${ckptId} belongs to sandbox '${ck.sandboxId}', not '${sandboxId}'`, `Use 'crab restore ${ckptId} --as NAME' or 'crab fork' to start another sandbox from it.`);
+    }
+    return this.exclusive(sandboxId, () => this.restoreLocked(ck, sandboxId, opts));
+  }
+
+  /** Starts `count` new sandboxes from one checkpoint; each has its own id, cgroup and writable layer. */
+  async fork(ckptId: string, count: number, opts: { prefix?: string; ephemeral?: boolean } = {}): Promise<RestoreResult[]> {
+    const ck = await this.catalog.getCheckpoint(ckptId);
+    const base = opts.prefix ?? `${ck.sandboxId.slice(0, 40)}-fork`;
+    const out: RestoreResult[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = `${base}-${newId('').slice(0, 6)}`;
+      out.push(await this.exclusive(id, () => this.restoreLocked(ck, id, { ephemeral: opts.ephemeral, force: true })));
+    }
+    return out;
+  }
+
+  private async restoreLocked(ck: CheckpointRecord, targetId: string, opts: { force?: boolean; ephemeral?: boolean }): Promise<RestoreResult> {
+    const t0 = performance.now();
+    const meta = ck.meta as CheckpointMeta;
+    if (!ck.fsManifest || !ck.processImage) {
+      throw new CrabError('CKPT_INCOMPLETE', 'precondition', `checkpoint ${ck.id} has no ${ck.fsManifest ? 'process image' : 'filesystem'} to restore`);
+    }
+    // Read everything needed from the store before touching the sandbox: a corrupt chunk must
+    // make restore refuse while the target is still intact.
+    const manifest = await loadManifest(this.store, ck.fsManifest);
+    const recipe = await this.store.getJson<DirRecipe>(ck.processImage);
+
+    const sandboxes = this.sandboxes;
+    const d = sandboxes.dirs(targetId);
+    const existing = fs.existsSync(d.record) ? sandboxes.record(targetId) : null;
+    const newSandbox = targetId !== ck.sandboxId;
+    if (newSandbox && existing) throw conflict('SANDBOX_EXISTS', `sandbox '${targetId}' already exists`, 'Pick another name with --as.');
+    if (!opts.force && existing) {
+      const now = bindIdentities(existing);
+      if (JSON.stringify(now) !== JSON.stringify(meta.binds ?? [])) {
+        throw precondition('CKPT_BINDS_CHANGED', `the host bind mounts of '${targetId}' changed since checkpoint ${ck.id}`, 'Restore anyway with --force, or restore into a new sandbox with --as.', { then: meta.binds, now });
+      }
+    }
+    const rec: SandboxRecord = existing ?? {
+      ...meta.sandbox,
+      id: targetId,
+      createdAt: new Date().toISOString(),
+      ephemeral: opts.ephemeral ?? false,
+      ownerPid: process.pid,
+      ownerStartTicks: processStartTicks(process.pid) ?? 0,
+    };
+
+    // Files first: a fresh upper with exactly the checkpoint's tree.
+    const tFs = performance.now();
+    if (existing) {
+      await sandboxes.stop(targetId);
+      await unmount(d.rootfs);
+    } else {
+      fs.mkdirSync(d.root, { recursive: true });
+    }
+    const staging = `${d.upper}.restore`;
+    fs.rmSync(staging, { recursive: true, force: true });
+    await materialize(manifest, this.store, staging);
+    fs.rmSync(d.upper, { recursive: true, force: true });
+    fs.rmSync(d.work, { recursive: true, force: true });
+    fs.renameSync(staging, d.upper);
+    await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
+    const fsMs = performance.now() - tFs;
+
+    // Then processes.
+    const tProc = performance.now();
+    const scratch = path.join(d.ckpt, `restore-${newId('')}`);
+    try {
+      await this.store.materializeDir(recipe, path.join(scratch, 'img'));
+      fs.mkdirSync(d.bundle, { recursive: true });
+      sandboxes.writeBundle(rec);
+      await sandboxes.runc.restore(targetId, d.bundle, path.join(scratch, 'img'), path.join(scratch, 'work'));
+      await sandboxes.afterStart(targetId);
+    } catch (err) {
+      if (!existing) await sandboxes.destroy(targetId).catch(() => undefined); // a failed fork leaves nothing; the error says why
+      throw err;
+    } finally {
+      fs.rmSync(scratch, { recursive: true, force: true });
+    }
+    if (!existing) fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
+    const processMs = performance.now() - tProc;
+
+    await this.ensureCatalogSandbox(rec);
+    if (!newSandbox) await this.catalog.setRef(headRef(targetId), ck.id);
+    else this.manifestCache.delete(targetId);
+    return { sandboxId: targetId, checkpointId: ck.id, fsMs, processMs, totalMs: performance.now() - t0 };
+  }
+}
+
+/** The identity of every host bind mount of a sandbox (what must not change under a checkpoint). */
+export function bindIdentities(rec: SandboxRecord): BindIdentity[] {
+  return (rec.binds ?? []).map((b) => {
+    try {
+      const st = fs.statSync(b.source);
+      return { source: b.source, target: b.target, dev: st.dev, ino: st.ino };
+    } catch {
+      return { source: b.source, target: b.target, dev: null, ino: null }; // source gone: counts as changed
+    }
+  });
+}

@@ -1,0 +1,34 @@
+/** @module Freezing a sandbox's cgroup (v1 freezer): the one frozen moment a checkpoint is taken from. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CrabError } from '../core/errors.js';
+import { CGROUP_PARENT } from '../sandbox/cgroup.js';
+
+function stateFile(sandboxId: string): string {
+  return path.join('/sys/fs/cgroup/freezer', CGROUP_PARENT, sandboxId, 'freezer.state');
+}
+
+export function freezerState(sandboxId: string): string {
+  return fs.readFileSync(stateFile(sandboxId), 'utf8').trim();
+}
+
+/** Freezes every task of the sandbox and waits until the kernel reports FROZEN. */
+export async function freeze(sandboxId: string, timeoutMs = 5000): Promise<void> {
+  const file = stateFile(sandboxId);
+  const deadline = Date.now() + timeoutMs;
+  fs.writeFileSync(file, 'FROZEN');
+  for (let delay = 0.2; ; delay = Math.min(delay * 2, 10)) {
+    if (fs.readFileSync(file, 'utf8').trim() === 'FROZEN') return;
+    if (Date.now() > deadline) {
+      fs.writeFileSync(file, 'THAWED');
+      throw new CrabError('CKPT_FREEZE_TIMEOUT', 'unavailable', `sandbox '${sandboxId}' did not freeze within ${timeoutMs} ms`, 'A task may be stuck in uninterruptible I/O; retry.');
+    }
+    fs.writeFileSync(file, 'FROZEN'); // v1 may stay FREEZING while new tasks race in: ask again
+    await sleep(delay);
+  }
+}
+
+export function thaw(sandboxId: string): void {
+  fs.writeFileSync(stateFile(sandboxId), 'THAWED');
+}
