@@ -6,7 +6,7 @@ import { Hono, type Context } from 'hono';
 import type { z } from 'zod';
 import { CrabError, HTTP_STATUS_BY_KIND, asCrabError, invalid } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { BuildImageBody, CreateSandboxBody, ExecBody, ImportImageBody } from './schemas.js';
+import { BuildImageBody, CheckpointBody, CreateSandboxBody, ExecBody, ForkBody, ImportImageBody, RestoreBody, RollbackBody } from './schemas.js';
 import type { CrabService } from './service.js';
 
 export interface AppOptions {
@@ -81,5 +81,17 @@ export function createApp(service: CrabService, opts: AppOptions): Hono {
     return c.json({ ok: true });
   });
   app.post('/v1/gc', async (c) => c.json(await service.gc()));
+
+  app.post('/v1/sandboxes/:id/checkpoints', async (c) => c.json(await service.checkpoint(c.req.param('id'), await body(c, CheckpointBody)), 201));
+  app.get('/v1/sandboxes/:id/checkpoints', async (c) => c.json(await service.listCheckpoints(c.req.param('id'))));
+  app.post('/v1/sandboxes/:id/rollback', async (c) => {
+    const b = await body(c, RollbackBody);
+    return c.json(await service.rollback(c.req.param('id'), b.checkpoint, b));
+  });
+  app.post('/v1/checkpoints/:ck/restore', async (c) => c.json(await service.restore(c.req.param('ck'), await body(c, RestoreBody))));
+  app.post('/v1/checkpoints/:ck/fork', async (c) => c.json(await service.fork(c.req.param('ck'), (await body(c, ForkBody)).count), 201));
+  app.get('/v1/store/stats', async (c) => c.json(await service.storeStats()));
+  app.post('/v1/store/verify', async (c) => c.json(await service.storeVerify()));
+  app.post('/v1/store/gc', async (c) => c.json(await service.storeGc()));
   return app;
 }

@@ -5,7 +5,9 @@ import type { ImageInfo } from '../image/image-store.js';
 import type { ExecResult } from '../sandbox/channel.js';
 import type { CreateSandboxOptions, ExecOptions, SandboxInfo } from '../sandbox/sandbox.js';
 import type { GcReport } from '../sandbox/sandbox-manager.js';
-import type { CrabService } from './service.js';
+import type { CrabService, StoreGcResult } from './service.js';
+import type { CheckpointKind, CheckpointRecord, RestoreResult, TakeResult } from '../checkpoint/checkpoint.js';
+import type { CorruptChunk, StoreStats } from '../store/content-store.js';
 
 export type Endpoint = { socketPath: string } | { url: string; token?: string };
 
@@ -90,5 +92,30 @@ export class HttpService implements CrabService {
   }
   gc() {
     return this.request<GcReport>('POST', '/v1/gc');
+  }
+
+  checkpoint(id: string, opts: { kind: CheckpointKind; turn?: number | null; hintPaths?: string[] }) {
+    return this.request<TakeResult>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/checkpoints`, opts);
+  }
+  listCheckpoints(id: string) {
+    return this.request<CheckpointRecord[]>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/checkpoints`);
+  }
+  restore(checkpointId: string, opts: { as?: string; force?: boolean }) {
+    return this.request<RestoreResult>('POST', `/v1/checkpoints/${encodeURIComponent(checkpointId)}/restore`, opts);
+  }
+  rollback(id: string, checkpointId: string, opts: { force?: boolean }) {
+    return this.request<RestoreResult>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/rollback`, { checkpoint: checkpointId, ...opts });
+  }
+  fork(checkpointId: string, count: number) {
+    return this.request<RestoreResult[]>('POST', `/v1/checkpoints/${encodeURIComponent(checkpointId)}/fork`, { count });
+  }
+  storeStats() {
+    return this.request<StoreStats & { checkpoints: number }>('GET', '/v1/store/stats');
+  }
+  storeVerify() {
+    return this.request<CorruptChunk[]>('POST', '/v1/store/verify');
+  }
+  storeGc() {
+    return this.request<StoreGcResult>('POST', '/v1/store/gc');
   }
 }

@@ -5,9 +5,15 @@ import { listImages } from '../image/image-store.js';
 import { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { CreateSandboxOptions, ExecOptions } from '../sandbox/sandbox.js';
 import type { CrabService } from './service.js';
+import { LocalContentStore } from '../store/local-content-store.js';
+import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
+import { Checkpointer } from '../checkpoint/checkpointer.js';
+import { gcRootExpander } from '../fssnap/index.js';
+import type { CheckpointKind } from '../checkpoint/checkpoint.js';
 
 export class LocalService implements CrabService {
   readonly sandboxes: SandboxManager;
+  private cr: Promise<Checkpointer> | null = null;
 
   constructor(
     readonly paths: CrabPaths,
@@ -45,5 +51,42 @@ export class LocalService implements CrabService {
   }
   gc() {
     return this.sandboxes.gc();
+  }
+
+  /** The C/R chain, opened on first use (store directory and SQLite catalog). */
+  checkpointer(): Promise<Checkpointer> {
+    this.cr ??= LocalContentStore.open(this.paths.store).then((store) => new Checkpointer(this.sandboxes, store, SqliteCatalog.open(this.paths.catalog)));
+    return this.cr;
+  }
+
+  async checkpoint(id: string, opts: { kind: CheckpointKind; turn?: number | null; hintPaths?: string[] }) {
+    return (await this.checkpointer()).take(id, opts);
+  }
+  async listCheckpoints(id: string) {
+    return (await this.checkpointer()).catalog.listCheckpoints(id);
+  }
+  async restore(checkpointId: string, opts: { as?: string; force?: boolean }) {
+    return (await this.checkpointer()).restore(checkpointId, opts);
+  }
+  async rollback(id: string, checkpointId: string, opts: { force?: boolean }) {
+    return (await this.checkpointer()).rollback(id, checkpointId, opts);
+  }
+  async fork(checkpointId: string, count: number) {
+    return (await this.checkpointer()).fork(checkpointId, count);
+  }
+  async storeStats() {
+    const cr = await this.checkpointer();
+    const stats = await cr.store.stats();
+    let checkpoints = 0;
+    for (const sb of await cr.catalog.listSandboxes()) checkpoints += (await cr.catalog.listCheckpoints(sb.id)).length;
+    return { ...stats, checkpoints };
+  }
+  async storeVerify() {
+    return (await this.checkpointer()).store.verify();
+  }
+  async storeGc() {
+    const cr = await this.checkpointer();
+    const live = await cr.catalog.liveDigests(gcRootExpander(cr.store));
+    return { ...(await cr.store.sweep(live)), liveChunks: live.size };
   }
 }

@@ -28,3 +28,14 @@ export const ExecBody = z
 
 export const BuildImageBody = z.object({ base: z.string().min(1), packages: z.array(pkg).max(200) }).strict();
 export const ImportImageBody = z.object({ name, archivePath: z.string().startsWith('/') }).strict();
+
+export const CheckpointBody = z
+  .object({
+    kind: z.enum(['full', 'fs', 'process']).default('full'),
+    turn: z.number().int().min(0).nullable().optional(),
+    hintPaths: z.array(z.string()).max(100_000).optional(),
+  })
+  .strict();
+export const RestoreBody = z.object({ as: name.optional(), force: z.boolean().optional() }).strict();
+export const RollbackBody = z.object({ checkpoint: z.string().min(1), force: z.boolean().optional() }).strict();
+export const ForkBody = z.object({ count: z.number().int().min(1).max(64) }).strict();

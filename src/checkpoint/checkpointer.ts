@@ -217,28 +217,40 @@ export class Checkpointer {
       ownerStartTicks: processStartTicks(process.pid) ?? 0,
     };
 
-    // Files first: a fresh upper with exactly the checkpoint's tree.
-    const tFs = performance.now();
-    if (existing) {
-      await sandboxes.stop(targetId);
-      await unmount(d.rootfs);
-    } else {
-      fs.mkdirSync(d.root, { recursive: true });
-    }
+    // Materialize files and the process image before touching the target: a corrupt or missing
+    // chunk makes restore refuse while the sandbox is still intact, and downtime stays short.
+    fs.mkdirSync(d.root, { recursive: true });
     const staging = `${d.upper}.restore`;
-    fs.rmSync(staging, { recursive: true, force: true });
-    await materialize(manifest, this.store, staging);
-    fs.rmSync(d.upper, { recursive: true, force: true });
-    fs.rmSync(d.work, { recursive: true, force: true });
-    fs.renameSync(staging, d.upper);
-    await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
-    const fsMs = performance.now() - tFs;
+    const scratch = path.join(d.ckpt, `restore-${newId('')}`);
+    const tFs = performance.now();
+    let processMs = 0;
+    try {
+      fs.rmSync(staging, { recursive: true, force: true });
+      await materialize(manifest, this.store, staging);
+      const tImg = performance.now();
+      await this.store.materializeDir(recipe, path.join(scratch, 'img'));
+      processMs += performance.now() - tImg;
+
+      // Files first: swap in the fresh upper with exactly the checkpoint's tree.
+      if (existing) {
+        await sandboxes.stop(targetId);
+        await unmount(d.rootfs);
+      }
+      fs.rmSync(d.upper, { recursive: true, force: true });
+      fs.rmSync(d.work, { recursive: true, force: true });
+      fs.renameSync(staging, d.upper);
+      await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
+    } catch (err) {
+      fs.rmSync(staging, { recursive: true, force: true });
+      fs.rmSync(scratch, { recursive: true, force: true });
+      if (!existing) fs.rmSync(d.root, { recursive: true, force: true });
+      throw err;
+    }
+    const fsMs = performance.now() - tFs - processMs;
 
     // Then processes.
     const tProc = performance.now();
-    const scratch = path.join(d.ckpt, `restore-${newId('')}`);
     try {
-      await this.store.materializeDir(recipe, path.join(scratch, 'img'));
       fs.mkdirSync(d.bundle, { recursive: true });
       sandboxes.writeBundle(rec);
       await sandboxes.runc.restore(targetId, d.bundle, path.join(scratch, 'img'), path.join(scratch, 'work'));
@@ -249,8 +261,8 @@ export class Checkpointer {
     } finally {
       fs.rmSync(scratch, { recursive: true, force: true });
     }
+    processMs += performance.now() - tProc;
     if (!existing) fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
-    const processMs = performance.now() - tProc;
 
     await this.ensureCatalogSandbox(rec);
     if (!newSandbox) await this.catalog.setRef(headRef(targetId), ck.id);

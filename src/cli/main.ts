@@ -177,6 +177,117 @@ program
   );
 
 program
+  .command('checkpoint <id>')
+  .description('checkpoint a running sandbox: full (processes + files), fs (files only), process (processes + file delta)')
+  .addOption(new Option('--kind <kind>', 'checkpoint kind').choices(['full', 'fs', 'process']).default('full'))
+  .option('--turn <n>', 'turn number to record', positiveInt)
+  .option('--json', 'print JSON')
+  .action(
+    action(async (id: string, o: { kind: 'full' | 'fs' | 'process'; turn?: number; json?: boolean }) => {
+      const r = await (await connect()).checkpoint(id, { kind: o.kind, turn: o.turn ?? null });
+      if (o.json) return printJson(r);
+      process.stdout.write(
+        `${r.checkpoint.id}  ${r.kind}  ${formatBytes(r.logicalBytes)} logical, ${formatBytes(r.newBytes)} new  (${Math.round(r.totalMs)} ms, frozen ${Math.round(r.frozenMs)} ms)\n`,
+      );
+    }),
+  );
+program
+  .command('checkpoints <id>')
+  .description("list a sandbox's checkpoints with lineage, kinds, sizes and effect reports")
+  .option('--json', 'print JSON')
+  .action(
+    action(async (id: string, o: { json?: boolean }) => {
+      const list = await (await connect()).listCheckpoints(id);
+      if (o.json) return printJson(list);
+      printTable(
+        list.map((c) => ({
+          ID: c.id,
+          PARENT: c.parentId,
+          KIND: c.kind,
+          TURN: c.turn,
+          LOGICAL: formatBytes(c.logicalBytes),
+          NEW: formatBytes(c.newBytes),
+          CREATED: new Date(c.createdAtMs).toISOString(),
+          EFFECTS: c.effects ? JSON.stringify(c.effects).slice(0, 60) : '-',
+        })),
+        ['ID', 'PARENT', 'KIND', 'TURN', 'LOGICAL', 'NEW', 'CREATED', 'EFFECTS'],
+      );
+    }),
+  );
+program
+  .command('restore <checkpoint>')
+  .description('restore a checkpoint (files, then processes) into its sandbox, or into a new one with --as')
+  .option('--as <name>', 'restore into a new sandbox of this name')
+  .option('--force', 'restore even if the host bind mounts changed since the checkpoint')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (ck: string, o: { as?: string; force?: boolean; json?: boolean }) => {
+      const r = await (await connect()).restore(ck, { as: o.as, force: o.force });
+      if (o.json) return printJson(r);
+      process.stdout.write(`restored ${r.checkpointId} into ${r.sandboxId} in ${Math.round(r.totalMs)} ms\n`);
+    }),
+  );
+program
+  .command('rollback <id> <checkpoint>')
+  .description('roll a sandbox back to one of its earlier checkpoints')
+  .option('--force', 'roll back even if the host bind mounts changed since the checkpoint')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (id: string, ck: string, o: { force?: boolean; json?: boolean }) => {
+      const r = await (await connect()).rollback(id, ck, { force: o.force });
+      if (o.json) return printJson(r);
+      process.stdout.write(`rolled ${r.sandboxId} back to ${r.checkpointId} in ${Math.round(r.totalMs)} ms\n`);
+    }),
+  );
+program
+  .command('fork <checkpoint>')
+  .description('start N new sandboxes from one checkpoint (each its own id, cgroup and writable layer)')
+  .option('-n, --count <n>', 'how many', positiveInt, 1)
+  .option('--json', 'print JSON')
+  .action(
+    action(async (ck: string, o: { count: number; json?: boolean }) => {
+      const r = await (await connect()).fork(ck, o.count);
+      if (o.json) return printJson(r);
+      for (const f of r) process.stdout.write(`${f.sandboxId}\t(${Math.round(f.totalMs)} ms)\n`);
+    }),
+  );
+const store = program.command('store').description('the content-addressed checkpoint store');
+store
+  .command('stats')
+  .description('chunks, bytes on disk and checkpoints')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (o: { json?: boolean }) => {
+      const r = await (await connect()).storeStats();
+      if (o.json) return printJson(r);
+      process.stdout.write(`chunks: ${r.chunkCount}\nstored: ${formatBytes(r.storedBytes)}\ncheckpoints: ${r.checkpoints}\n`);
+    }),
+  );
+store
+  .command('verify')
+  .description('re-hash every chunk; exit 1 when any is corrupt')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (o: { json?: boolean }) => {
+      const bad = await (await connect()).storeVerify();
+      if (o.json) printJson(bad);
+      else process.stdout.write(bad.length ? bad.map((b) => `CORRUPT ${b.digest}: ${b.why}`).join('\n') + '\n' : 'all chunks verified\n');
+      if (bad.length) process.exitCode = 1;
+    }),
+  );
+store
+  .command('gc')
+  .description('delete chunks no live checkpoint references')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (o: { json?: boolean }) => {
+      const r = await (await connect()).storeGc();
+      if (o.json) return printJson(r);
+      process.stdout.write(`deleted ${r.deletedChunks} chunks (${formatBytes(r.freedBytes)}); live ${r.liveChunks}; kept young ${r.keptYoung}\n`);
+    }),
+  );
+
+program
   .command('daemon')
   .description('run the per-host daemon: owns all sandboxes, serves the API on a unix socket (0600)')
   .option('--tcp <host:port>', 'also listen on TCP (requires --token or CRAB_TOKEN)')
