@@ -149,6 +149,20 @@ int agg_ignored_path(const char *p)
   return 0;
 }
 
+/* A path below a directory created this turn cannot have existed at the start of the turn. */
+static int ancestor_born(struct sandbox *s, const char *path)
+{
+  char buf[4096];
+  snprintf(buf, sizeof(buf), "%s", path);
+  for (char *slash = strrchr(buf, '/'); slash && slash != buf; slash = strrchr(buf, '/')) {
+    *slash = 0;
+    struct pent *e = lookup(s, buf);
+    if (e)
+      return e->born && !e->gone;
+  }
+  return 0;
+}
+
 void agg_path(struct sandbox *s, enum agg_op op, const char *path)
 {
   if (agg_ignored_path(path))
@@ -157,6 +171,8 @@ void agg_path(struct sandbox *s, enum agg_op op, const char *path)
   struct pent *e = upsert(s, path, &fresh);
   if (!e)
     return;
+  if (fresh && ancestor_born(s, path))
+    e->born = 1;
   switch (op) {
   case AGG_CREATE:
     /* created now: if new to this turn, it did not exist before; if removed earlier this turn,
@@ -223,6 +239,8 @@ void agg_rename(struct sandbox *s, const char *from, const char *to, int exchang
   struct pent *dst = upsert(s, to, &fresh);
   if (!dst)
     return;
+  if (fresh && ancestor_born(s, to))
+    dst->born = 1;
   /* whether `to` existed at the start of the turn is unknown unless we saw it: assume it did,
    * except when it is new to this turn and the source was itself created this turn and we
    * already know `to` was created this turn */

@@ -132,7 +132,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, 16 * 1024 * 1024);
+  __uint(max_entries, 32 * 1024 * 1024);
 } rb SEC(".maps");
 
 /* Is this syscall (with these args) worth remembering at sys_enter? Cheap: nr switch + flags. */
@@ -204,6 +204,132 @@ static __always_inline struct file *fd_file(int fd)
   return f;
 }
 
+#define AT_FDCWD -100
+
+struct dirbuf {
+  char d[DIRLEN];
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct dirbuf);
+} scratch SEC(".maps");
+
+struct walk_ctx {
+  __u64 d, vm, m, rootd, rootm, moff;
+  __u32 off;
+  __u32 res;
+};
+
+/* One step of the walk up from a dentry (a bpf_loop callback: verified once, not unrolled). */
+static long walk_step(__u32 idx, void *arg)
+{
+  struct walk_ctx *c = arg;
+  __u32 zero = 0;
+  struct dirbuf *sb = bpf_map_lookup_elem(&scratch, &zero);
+  if (!sb) {
+    c->res = EVF_D1TRUNC;
+    return 1;
+  }
+  struct dentry *d = (struct dentry *)c->d;
+  struct vfsmount *vm = (struct vfsmount *)c->vm;
+  if (c->d == c->rootd && c->vm == c->rootm) {
+    c->res = EVF_D1;
+    return 1;
+  }
+  struct dentry *mroot = BPF_CORE_READ(vm, mnt_root);
+  if (d == mroot) {
+    struct mount *m = (struct mount *)c->m;
+    struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+    if (parent == m || !parent) {
+      c->res = EVF_D1; /* the root of its mount namespace */
+      return 1;
+    }
+    c->d = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+    c->m = (__u64)parent;
+    c->vm = (__u64)parent + c->moff;
+    return 0;
+  }
+  struct dentry *up = BPF_CORE_READ(d, d_parent);
+  if (up == d || !up) {
+    c->res = EVF_D1;
+    return 1;
+  }
+  const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+  __u32 off = c->off;
+  if (off > DIRLEN - NAME_MAX_ - 2) {
+    c->res = EVF_D1TRUNC;
+    return 1;
+  }
+  off &= DIRLEN - 1;
+  long n = bpf_probe_read_kernel_str(sb->d + off, NAME_MAX_ + 1, name);
+  if (n <= 1) {
+    c->res = EVF_D1TRUNC;
+    return 1;
+  }
+  off += n;
+  sb->d[(off - 1) & (DIRLEN - 1)] = '/';
+  sb->d[off & (DIRLEN - 1)] = 0;
+  c->off = off;
+  c->d = (__u64)up;
+  return 0;
+}
+
+/* Walks from (dentry, vfsmount) up to the current task's root, writing names leaf first into the
+ * per-CPU scratch buffer (each followed by '/'). Returns EVF_D1 when it reached the root,
+ * EVF_D1TRUNC otherwise. A global function: the verifier checks it once, not per call site. */
+__noinline int walk_global(__u64 dentry, __u64 vfsmnt)
+{
+  __u32 zero = 0;
+  struct dirbuf *sb = bpf_map_lookup_elem(&scratch, &zero);
+  if (!sb)
+    return EVF_D1TRUNC;
+  sb->d[0] = 0;
+  struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+  struct fs_struct *fs = BPF_CORE_READ(t, fs);
+  struct walk_ctx c = {
+    .d = dentry,
+    .vm = vfsmnt,
+    .rootd = (__u64)BPF_CORE_READ(fs, root.dentry),
+    .rootm = (__u64)BPF_CORE_READ(fs, root.mnt),
+    .moff = bpf_core_field_offset(struct mount, mnt),
+    .off = 0,
+    .res = EVF_D1TRUNC,
+  };
+  c.m = vfsmnt - c.moff;
+  bpf_loop(64, walk_step, &c, 0);
+  return c.res;
+}
+
+/* Walks into the scratch buffer, then copies it into the event. */
+static __always_inline __u32 walk_path(struct dentry *d, struct vfsmount *vm, char *out)
+{
+  __u32 r = walk_global((__u64)d, (__u64)vm);
+  __u32 zero = 0;
+  struct dirbuf *sb = bpf_map_lookup_elem(&scratch, &zero);
+  if (!sb) {
+    out[0] = 0;
+    return EVF_D1TRUNC;
+  }
+  bpf_probe_read_kernel(out, DIRLEN, sb->d);
+  return r;
+}
+
+/* Base directory of a relative path: the dirfd's file, or the cwd for AT_FDCWD. */
+static __always_inline __u32 walk_base(int dfd, char *buf)
+{
+  if (dfd == AT_FDCWD) {
+    struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+    struct fs_struct *fs = BPF_CORE_READ(t, fs);
+    return walk_path(BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), buf);
+  }
+  struct file *f = fd_file(dfd);
+  if (!f)
+    return 0;
+  return walk_path(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), buf);
+}
+
 static __always_inline void count_drop(struct sb_val *v)
 {
   if (v)
@@ -244,24 +370,31 @@ static __always_inline void fd_op(struct pend *p, struct sb_val *v, int fd, long
   if (seen && *seen == gen)
     return;
   bpf_map_update_elem(&fdseen, &k, &gen, BPF_ANY);
-  struct ev_small *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
+  struct ev_path *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
   if (!e) {
     count_drop(v);
     /* forget it so the next write retries the report */
     bpf_map_delete_elem(&fdseen, &k);
     return;
   }
-  __builtin_memset(e, 0, sizeof(*e));
   fill_hdr(&e->h, EV_FDOP, p->nr, p->cgid, ret);
-  e->fd = fd;
-  e->ino = BPF_CORE_READ(ino, i_ino);
-  e->flags = fmt == S_IFDIR ? EVF_DIR : 0;
-  bpf_get_current_comm(e->comm, sizeof(e->comm));
+#pragma unroll
+  for (int i = 0; i < 6; i++)
+    e->args[i] = p->args[i];
+  e->p1[0] = 0;
+  e->p2[0] = 0;
+  e->dfd = fd;
+  __u32 flags = fmt == S_IFDIR ? EVF_DIR : 0;
+  if (BPF_CORE_READ(ino, i_nlink) == 0)
+    flags |= EVF_UNLINKED;
+  flags |= walk_path(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), e->d1);
+  e->flags = flags;
   __sync_fetch_and_add(&v->events, 1);
   bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline void path_op(struct pend *p, struct sb_val *v, long ret, int a1, int a2, __u32 flags)
+/* dfd_arg: index of the dirfd argument (-1: AT_FDCWD); rel: which path (1, 2, 3 = either) triggers the walk */
+static __always_inline void path_op(struct pend *p, struct sb_val *v, long ret, int a1, int a2, __u32 flags, int dfd_arg, int rel)
 {
   struct ev_path *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
   if (!e) {
@@ -288,8 +421,14 @@ static __always_inline void path_op(struct pend *p, struct sb_val *v, long ret, 
     if (n < 0)
       e->p2[0] = 0;
   }
+  e->d1[0] = 0;
+  e->dfd = AT_FDCWD;
+  if (dfd_arg >= 0 && dfd_arg < 6)
+    e->dfd = (int)p->args[dfd_arg];
+  int relative = ((rel & 1) && e->p1[0] != '/') || ((rel & 2) && e->p2[0] != '/');
+  if (relative)
+    flags |= walk_base(e->dfd, e->d1);
   e->flags = flags;
-  e->pad = 0;
   __sync_fetch_and_add(&v->events, 1);
   bpf_ringbuf_submit(e, 0);
 }
@@ -459,7 +598,7 @@ int on_sys_exit(struct trace_event_raw_sys_exit *ctx)
     if (fmt != S_IFREG && fmt != S_IFDIR)
       return 0; /* pipes, sockets, ttys, /dev/null */
     __u32 fl = (BPF_CORE_READ(f, f_mode) & FMODE_CREATED) ? EVF_CREATED : 0;
-    path_op(&p, v, ret, a, -1, fl);
+    path_op(&p, v, ret, a, -1, fl, a == 0 ? -1 : 0, 1);
     return 0;
   }
   case NR_utimensat:
@@ -467,28 +606,34 @@ int on_sys_exit(struct trace_event_raw_sys_exit *ctx)
       fd_op(&p, v, (int)p.args[0], 0, 0, 0);
       return 0;
     }
-    path_op(&p, v, ret, 1, -1, 0);
+    path_op(&p, v, ret, 1, -1, 0, 0, 1);
     return 0;
   case NR_truncate: case NR_chdir: case NR_mkdir: case NR_rmdir: case NR_unlink: case NR_chmod:
   case NR_chown: case NR_lchown: case NR_utime: case NR_mknod: case NR_setxattr: case NR_lsetxattr:
   case NR_removexattr: case NR_lremovexattr: case NR_utimes:
-    path_op(&p, v, ret, 0, -1, 0);
+    path_op(&p, v, ret, 0, -1, 0, -1, 1);
     return 0;
   case NR_mkdirat: case NR_mknodat: case NR_fchownat: case NR_futimesat: case NR_unlinkat:
   case NR_fchmodat: case NR_fchmodat2: case NR_setxattrat: case NR_removexattrat:
-    path_op(&p, v, ret, 1, -1, 0);
+    path_op(&p, v, ret, 1, -1, 0, 0, 1);
     return 0;
-  case NR_rename: case NR_link:
-    path_op(&p, v, ret, 0, 1, 0);
+  case NR_rename:
+    path_op(&p, v, ret, 0, 1, 0, -1, 3);
+    return 0;
+  case NR_link:
+    path_op(&p, v, ret, 0, 1, 0, -1, 2);
     return 0;
   case NR_symlink:
-    path_op(&p, v, ret, 1, -1, 0);
+    path_op(&p, v, ret, 1, -1, 0, -1, 1);
     return 0;
   case NR_symlinkat:
-    path_op(&p, v, ret, 2, -1, 0);
+    path_op(&p, v, ret, 2, -1, 0, 1, 1);
     return 0;
-  case NR_renameat: case NR_renameat2: case NR_linkat:
-    path_op(&p, v, ret, 1, 3, 0);
+  case NR_renameat: case NR_renameat2:
+    path_op(&p, v, ret, 1, 3, 0, 0, 3);
+    return 0;
+  case NR_linkat:
+    path_op(&p, v, ret, 1, 3, 0, 2, 2);
     return 0;
   }
   return 0;
@@ -531,7 +676,8 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
   fill_hdr(&e->h, EV_EXEC, 0, cgid, old_pid);
   __builtin_memset(e->args, 0, sizeof(e->args));
   e->flags = 0;
-  e->pad = 0;
+  e->dfd = 0;
+  e->d1[0] = 0;
   const char *fn = BPF_CORE_READ(bprm, filename);
   if (bpf_probe_read_kernel_str(e->p1, PATHLEN, fn) < 0)
     e->p1[0] = 0;

@@ -22,6 +22,11 @@ enum net_kind { NET_LISTEN = 1, NET_CONNECT = 2, NET_SENDTO = 3 };
 #define EVF_TRUNC1 2u    /* p1 did not fit */
 #define EVF_TRUNC2 4u
 #define EVF_DIR 8u       /* fd op on a directory */
+#define EVF_D1 16u       /* d1 holds the walked base directory (dirfd `dfd`, or cwd for AT_FDCWD) */
+#define EVF_D1TRUNC 32u  /* the walk did not reach the root (too deep/long): d1 is unusable */
+#define EVF_UNLINKED 64u /* fd op on a file with no name left */
+#define DIRLEN 1024
+#define NAME_MAX_ 255
 
 struct ev_hdr {
   __u32 type;
@@ -36,9 +41,12 @@ struct ev_path {
   struct ev_hdr h;
   __s64 args[6];
   __u32 flags;
-  __u32 pad;
+  __s32 dfd;  /* the dirfd d1 was walked from (AT_FDCWD = cwd); for EV_FDOP the fd */
   char p1[PATHLEN];
   char p2[PATHLEN];
+  /* Path components of the base directory (or of the fd's file), leaf first, each followed by '/',
+   * up to the process's root: "c/b/a/" is /a/b/c; "" is the root itself. */
+  char d1[DIRLEN];
 };
 
 struct ev_small {

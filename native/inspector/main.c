@@ -147,8 +147,40 @@ static const char *cwd_of(struct sandbox *s, uint32_t pid, char *buf, size_t len
   return buf;
 }
 
-/* Resolves (dirfd, rel) of process pid to an absolute path inside the sandbox. 0 on success. */
-static int resolve(struct sandbox *s, uint32_t pid, int64_t dirfd, const char *rel, char *out, size_t len)
+/* The directory the BPF program walked (components leaf first: "c/b/a/" is /a/b/c). */
+static int d1_path(const struct ev_path *e, char *out, size_t len)
+{
+  if (!(e->flags & EVF_D1) || (e->flags & EVF_D1TRUNC))
+    return -1;
+  char tmp[DIRLEN + 1];
+  memcpy(tmp, e->d1, DIRLEN);
+  tmp[DIRLEN] = 0;
+  size_t n = strlen(tmp), o = 0;
+  out[0] = 0;
+  /* walk components from the end of tmp (the root side) */
+  while (n > 0) {
+    if (tmp[n - 1] == '/')
+      n--;
+    size_t end = n;
+    while (n > 0 && tmp[n - 1] != '/')
+      n--;
+    size_t cl = end - n;
+    if (o + cl + 2 >= len)
+      return -1;
+    out[o++] = '/';
+    memcpy(out + o, tmp + n, cl);
+    o += cl;
+  }
+  if (o == 0)
+    out[o++] = '/';
+  out[o] = 0;
+  return 0;
+}
+
+/* Resolves (dirfd, rel) of process pid to an absolute path inside the sandbox. 0 on success.
+ * The base directory comes from the kernel-side walk when there is one (e->dfd), else /proc. */
+static int resolve_e(struct sandbox *s, const struct ev_path *e, uint32_t pid, int64_t dirfd, const char *rel,
+                     char *out, size_t len)
 {
   if (rel[0] == '/') {
     snprintf(out, len, "%s", rel);
@@ -157,7 +189,9 @@ static int resolve(struct sandbox *s, uint32_t pid, int64_t dirfd, const char *r
   }
   char base[PATH_MAX];
   const char *b;
-  if ((int)dirfd == AT_FDCWD_) {
+  if (e && (int)dirfd == e->dfd && d1_path(e, base, sizeof(base)) == 0) {
+    b = base;
+  } else if ((int)dirfd == AT_FDCWD_) {
     b = cwd_of(s, pid, base, sizeof(base));
   } else {
     char what[32];
@@ -171,7 +205,10 @@ static int resolve(struct sandbox *s, uint32_t pid, int64_t dirfd, const char *r
   return 0;
 }
 
-static void path_effect(struct sandbox *s, uint32_t pid, int64_t dirfd, const char *rel, enum agg_op op)
+#define resolve(s, pid, dirfd, rel, out, len) resolve_e(s, e, pid, dirfd, rel, out, len)
+
+static void path_effect_e(struct sandbox *s, const struct ev_path *e, uint32_t pid, int64_t dirfd, const char *rel,
+                          enum agg_op op)
 {
   char out[2 * PATH_MAX];
   if (resolve(s, pid, dirfd, rel, out, sizeof(out)) != 0) {
@@ -180,6 +217,8 @@ static void path_effect(struct sandbox *s, uint32_t pid, int64_t dirfd, const ch
   }
   agg_path(s, op, out);
 }
+
+#define path_effect(s, pid, dirfd, rel, op) path_effect_e(s, e, pid, dirfd, rel, op)
 
 static void handle_path(struct sandbox *s, const struct ev_path *e)
 {
@@ -240,8 +279,13 @@ static void handle_path(struct sandbox *s, const struct ev_path *e)
     break;
   }
   case 80: { /* chdir */
+    /* at sys_exit the walked cwd (d1) already is the new directory */
     char out[2 * PATH_MAX];
-    if (resolve(s, pid, AT_FDCWD_, e->p1, out, sizeof(out)) == 0)
+    if (e->p1[0] == '/') {
+      snprintf(out, sizeof(out), "%s", e->p1);
+      agg_normalize(out);
+      cwd_set(pid, out);
+    } else if (d1_path(e, out, sizeof(out)) == 0 || resolve(s, pid, AT_FDCWD_, e->p1, out, sizeof(out)) == 0)
       cwd_set(pid, out);
     else
       cwd_del(pid);
@@ -252,11 +296,16 @@ static void handle_path(struct sandbox *s, const struct ev_path *e)
   }
 }
 
-static void handle_fdop(struct sandbox *s, const struct ev_small *e)
+static void handle_fdop(struct sandbox *s, const struct ev_path *e)
 {
   char what[32], out[PATH_MAX];
-  snprintf(what, sizeof(what), "fd/%d", e->fd);
-  int r = proc_link(s, e->h.tgid, what, out, sizeof(out));
+  if (e->flags & EVF_UNLINKED)
+    return; /* a file with no name left: no path effect */
+  int r = d1_path(e, out, sizeof(out));
+  if (r != 0) {
+    snprintf(what, sizeof(what), "fd/%d", e->dfd);
+    r = proc_link(s, e->h.tgid, what, out, sizeof(out));
+  }
   if (e->h.nr == 81) { /* fchdir */
     if (r == 0)
       cwd_set(e->h.tgid, out);

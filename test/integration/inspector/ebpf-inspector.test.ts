@@ -103,6 +103,7 @@ describe('EbpfInspector on a cgroup', opts, () => {
     const e = await ins.effects(prefix);
     assert.deepEqual(e.fs.changedPaths, [path.join(work, 'f')]);
     assert.equal(e.fs.changes[0]!.op, 'created');
+    assert.equal(e.fs.unresolved, 0, 'the write through the redirected fd is resolved in the kernel');
     assert.ok(e.fs.bytesWritten >= 2);
     assert.equal(decideGranularity({ first: false, effects: e }).granularity, 'fs');
   });

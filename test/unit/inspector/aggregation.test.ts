@@ -69,6 +69,19 @@ describe('helper aggregation (--no-bpf)', skip, () => {
     assert.deepEqual(await changes(s), ['created /dst/d/f', 'modified /dst/d']);
   });
 
+  test('a path below a directory created this turn was itself created this turn', async () => {
+    const s = await sandbox();
+    await inject(s, { kind: 'create', path: '/n' });
+    await inject(s, { kind: 'create', path: '/n/x' });
+    await inject(s, { kind: 'rename', path: '/n/x', path2: '/n/y' });
+    assert.deepEqual(await changes(s), ['created /n', 'created /n/y']);
+    await inject(s, { kind: 'create', path: '/m' });
+    await inject(s, { kind: 'rename', path: '/pre', path2: '/m/pre' });
+    await inject(s, { kind: 'remove', path: '/m/pre' });
+    await inject(s, { kind: 'remove', path: '/m' });
+    assert.deepEqual(await changes(s), ['removed /pre']);
+  });
+
   test('/proc, /sys and /dev are ignored; paths are normalized', async () => {
     const s = await sandbox();
     await inject(s, { kind: 'modify', path: '/proc/self/attr/current' });
