@@ -19,8 +19,6 @@ export interface CaptureOptions {
   hintPaths?: readonly string[];
   /** Relative paths left out of the snapshot (with everything below them). */
   excludePrefixes?: readonly string[];
-  /** Files read and stored at once (default 8). */
-  concurrency?: number;
 }
 
 export interface CaptureResult {
@@ -106,18 +104,17 @@ export async function capture(upperDir: string, store: ContentStore, opts: Captu
     byIno.set(e.ino, e);
     todo.push(e);
   }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < todo.length) {
-      const e = todo[next++]!;
-      const r = await store.putFile(absPath(upperDir, e.path), { chunking: 'whole' });
-      e.recipe = r.recipe;
-      e.sha256 = r.sha256;
-      e.size = r.recipe.size;
-      newBytes += r.newBytes;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 8) }, worker));
+  const put = await store.putFiles(
+    todo.map((e) => absPath(upperDir, e.path)),
+    { chunking: 'whole' },
+  );
+  todo.forEach((e, i) => {
+    const r = put.results[i]!;
+    e.recipe = r.recipe;
+    e.sha256 = r.sha256;
+    e.size = r.recipe.size;
+  });
+  newBytes += put.newBytes;
   for (const e of needContent) {
     const first = byIno.get(e.ino)!;
     if (first !== e) {

@@ -141,6 +141,13 @@ export interface ContentStore {
   putFile(path: string, opts: { chunking: Chunking }): Promise<PutFileResult>;
 
   /**
+   * `putFile` for many files with one durability barrier (one syncfs and one fsync per touched
+   * directory for the whole set, instead of per file). Results are in the order of `paths`.
+   * `newBytes` of each result is 0; the total is returned once.
+   */
+  putFiles(paths: readonly string[], opts: { chunking: Chunking }): Promise<{ results: PutFileResult[]; newBytes: number }>;
+
+  /**
    * Writes the file described by `recipe` to `destPath` (created or truncated; written to a temp
    * name beside it and renamed, so `destPath` is either absent/old or complete). Every chunk is
    * verified. `mode` defaults to 0o644. Does not fsync (restores are re-playable).

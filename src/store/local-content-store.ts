@@ -5,8 +5,9 @@
  *   <root>/chunks/<first two hex>/<64 hex>   one zstd frame (level 3, content size in the header)
  *   <root>/tmp/                              temp files of writes in progress (swept after the grace period)
  *
- * Writes: compress → temp file (O_EXCL) → fdatasync → close → rename into place; the touched
- * `chunks/<ab>` directories are fsync'd once before the storing call returns.
+ * Writes: compress → temp file (O_EXCL) → made durable (fdatasync each, or one syncfs when a call
+ * writes more than 32 chunks) → rename into place → the touched `chunks/<ab>` directories are
+ * fsync'd, all before the storing call returns.
  *
  * Page chunking (`'pages'`): CRIU `pages-*.img` files are the process's private pages in pagemap
  * order. Fixed-offset chunks would lose alignment as soon as one page is added or removed in an
@@ -22,6 +23,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { compress, decompress } from 'zstd-napi';
+import { run } from '../core/run.js';
 import type {
   Chunking,
   ContentStore,
@@ -54,6 +56,8 @@ const READ_BLOCK_BYTES = 8 * 1024 * 1024;
 /** Chunk writes in flight per storing call (libuv has 4 threads; this hides compression latency). */
 const WRITES_IN_FLIGHT = 8;
 const DEFAULT_GRACE_MS = 60 * 60 * 1000;
+/** Batches with more new chunks than this are made durable with one syncfs instead of one fdatasync each. */
+const SYNCFS_ABOVE_CHUNKS = 32;
 
 export interface LocalContentStoreOptions {
   /** zstd level, 1–3 recommended (default 3). */
@@ -146,6 +150,13 @@ export class LocalContentStore implements ContentStore {
     const r = await this.putFileInto(batch, file, opts.chunking);
     const newBytes = await batch.finish();
     return { ...r, newBytes };
+  }
+
+  async putFiles(paths: readonly string[], opts: { chunking: Chunking }): Promise<{ results: PutFileResult[]; newBytes: number }> {
+    const batch = this.batch();
+    const results: PutFileResult[] = [];
+    for (const p of paths) results.push({ ...(await this.putFileInto(batch, p, opts.chunking)), newBytes: 0 });
+    return { results, newBytes: await batch.finish() };
   }
 
   async materializeFile(recipe: FileRecipe, destPath: string, opts: { mode?: number } = {}): Promise<void> {
@@ -398,6 +409,7 @@ class ChunkBatch {
   private readonly dirs = new Set<string>();
   private newBytes = 0;
   private failure: unknown;
+  private deferred: Array<{ tmp: string; final: string }> = [];
 
   constructor(private readonly store: LocalContentStore) {}
 
@@ -422,7 +434,23 @@ class ChunkBatch {
 
   async finish(): Promise<number> {
     while (this.inFlight.size) await Promise.all(this.inFlight);
-    if (this.failure) throw this.failure;
+    try {
+      if (this.failure) throw this.failure;
+      if (this.deferred.length > SYNCFS_ABOVE_CHUNKS) {
+        // one syncfs(2) instead of thousands of fdatasyncs (a first capture of 10k small files)
+        await syncFilesystem(this.store.tmpDir);
+      } else {
+        await Promise.all(this.deferred.map((d) => datasyncPath(d.tmp)));
+      }
+      for (const d of this.deferred) {
+        await fsp.rename(d.tmp, d.final);
+        this.dirs.add(path.dirname(d.final));
+      }
+      this.deferred = [];
+    } catch (err) {
+      await Promise.all(this.deferred.map((d) => fsp.rm(d.tmp, { force: true })));
+      throw err;
+    }
     await Promise.all([...this.dirs].map(fsyncDir));
     return this.newBytes;
   }
@@ -442,15 +470,14 @@ class ChunkBatch {
     const fh = await fsp.open(tmp, 'wx', 0o444);
     try {
       await writeAll(fh, data, 0);
-      await fh.datasync();
     } catch (err) {
       await fh.close();
       await fsp.rm(tmp, { force: true });
       throw err;
     }
     await fh.close();
-    await fsp.rename(tmp, final);
-    this.dirs.add(path.dirname(final));
+    // made durable and renamed into place by finish(): nothing is visible before its bytes are on disk
+    this.deferred.push({ tmp, final });
     this.newBytes += data.length;
   }
 }
@@ -510,6 +537,20 @@ async function writeAll(fh: fsp.FileHandle, buf: Uint8Array, position: number): 
     const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
     done += bytesWritten;
   }
+}
+
+async function datasyncPath(p: string): Promise<void> {
+  const fh = await fsp.open(p, 'r');
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** syncfs(2) on the filesystem holding `p` (coreutils `sync -f`; Node has no binding). */
+async function syncFilesystem(p: string): Promise<void> {
+  await run('sync', ['-f', p], { errorCode: 'STORE_SYNC_FAILED', timeoutMs: 120_000 });
 }
 
 /** fsyncs a directory so renames into it are durable. */
