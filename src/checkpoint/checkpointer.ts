@@ -22,7 +22,7 @@ import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
 import { processStartTicks } from '../sandbox/sandbox-manager.js';
-import { freeze, thaw } from './freezer.js';
+import { freeze, freezerState, thaw } from './freezer.js';
 import type { BindIdentity, CheckpointKind, CheckpointRecord, RestoreResult, TakeOptions, TakeResult } from './checkpoint.js';
 
 export const headRef = (sandboxId: string) => `head/${sandboxId}`;
@@ -82,6 +82,8 @@ export class Checkpointer {
   private async takeLocked(sandboxId: string, opts: TakeOptions): Promise<TakeResult> {
     const t0 = performance.now();
     const rec = this.sandboxes.record(sandboxId);
+    // We hold this sandbox's lock, so a frozen cgroup is stale: left by a crashed daemon mid-checkpoint.
+    if ((await this.sandboxes.status(sandboxId)).status === 'paused' && freezerState(sandboxId) !== 'THAWED') thaw(sandboxId);
     await this.sandboxes.requireRunning(sandboxId);
     await this.ensureCatalogSandbox(rec);
     const parentId = await this.head(sandboxId);

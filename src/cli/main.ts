@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /** @module The `crab` command line. */
+import path from 'node:path';
 import { Command, Option, InvalidArgumentError } from 'commander';
+import type { BindMount } from '../sandbox/sandbox.js';
 import { crabPaths } from '../core/paths.js';
 import { rootLogger } from '../core/log.js';
 import { invalid } from '../core/errors.js';
@@ -33,6 +35,12 @@ function size(v: string): number {
   const n = parseSizeBytes(v);
   if (n === null) throw new InvalidArgumentError('expected a size such as 512m or 1g');
   return n;
+}
+
+function parseBind(v: string): BindMount {
+  const [source, target, ro, ...rest] = v.split(':');
+  if (!source || !target || rest.length || (ro !== undefined && ro !== 'ro')) throw new InvalidArgumentError('expected SRC:DST or SRC:DST:ro');
+  return { source: path.resolve(source), target, readonly: ro === 'ro' };
 }
 
 function positiveInt(v: string): number {
@@ -90,7 +98,7 @@ image
   .option('--json', 'print JSON')
   .action(
     action(async (name: string, archive: string, o: { json?: boolean }) => {
-      const info = await (await connect()).importImage(name, (await import('node:path')).resolve(archive));
+      const info = await (await connect()).importImage(name, path.resolve(archive));
       if (o.json) printJson(info);
       else process.stdout.write(`imported ${info.name} (${formatBytes(info.sizeBytes)})\n`);
     }),
@@ -106,9 +114,10 @@ sandbox
   .option('--memory <size>', 'memory limit, e.g. 512m', size)
   .option('--pids <n>', 'process limit', positiveInt)
   .option('--ephemeral', 'remove it in `crab gc` once the creating process is gone')
+  .option('--bind <src:dst[:ro]>', 'bind a host directory into the sandbox (repeatable)', (v: string, acc: BindMount[]) => [...acc, parseBind(v)], [])
   .option('--json', 'print JSON')
   .action(
-    action(async (o: { image: string; packages: string[]; name?: string; memory?: number; pids?: number; ephemeral?: boolean; json?: boolean }) => {
+    action(async (o: { image: string; packages: string[]; name?: string; memory?: number; pids?: number; ephemeral?: boolean; bind: BindMount[]; json?: boolean }) => {
       const t0 = performance.now();
       const info = await (await connect()).createSandbox({
         image: o.image,
@@ -117,6 +126,7 @@ sandbox
         memoryLimitBytes: o.memory,
         pidsLimit: o.pids,
         ephemeral: o.ephemeral,
+        binds: o.bind,
       });
       if (o.json) printJson(info);
       else process.stdout.write(`${info.id}\t(${Math.round(performance.now() - t0)} ms)\n`);

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CrabError, conflict, notFound } from '../core/errors.js';
+import { CrabError, conflict, invalid, notFound } from '../core/errors.js';
 import { checkName, newId } from '../core/ids.js';
 import type { CrabPaths } from '../core/paths.js';
 import { run } from '../core/run.js';
@@ -93,6 +93,12 @@ export class SandboxManager {
    */
   async create(opts: CreateSandboxOptions = {}, progress?: Progress): Promise<SandboxInfo> {
     const id = opts.name ? checkName('sandbox', opts.name) : newId('sb-');
+    for (const b of opts.binds ?? []) {
+      if (!path.isAbsolute(b.source) || !path.isAbsolute(b.target) || b.target === '/') {
+        throw invalid('SANDBOX_BAD_BIND', `bind ${b.source} → ${b.target}: both paths must be absolute (and the target not /)`);
+      }
+      if (!fs.existsSync(b.source)) throw invalid('SANDBOX_BAD_BIND', `bind source ${b.source} does not exist`, 'Create it first.');
+    }
     const image = await ensureImage(this.paths.images, opts.image ?? BASE_IMAGE, opts.packages ?? [], progress);
     const d = this.dirs(id);
     try {

@@ -1,0 +1,140 @@
+import test, { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { rootOnly, testPrefix } from '../../support/root.js';
+import { manager, removeByPrefix } from '../../support/sandboxes.js';
+import { checkpointer, PROCESS_LIST_CMD } from '../../support/cr.js';
+import { loadManifest, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
+import type { Checkpointer } from '../../../src/checkpoint/checkpointer.js';
+import type { DirRecipe } from '../../../src/store/content-store.js';
+
+const HASH_OPTS = { excludePrefixes: ['run/crab', 'tmp/cnt', 'tmp/http.log'] };
+
+describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly(), () => {
+  const prefix = testPrefix('cr');
+  const m = manager();
+  let cr: Checkpointer;
+  before(async () => {
+    cr = await checkpointer();
+  });
+  after(() => removeByPrefix(m, prefix));
+
+  test('full checkpoint → kill everything → restore brings back session, server, counter and files', async () => {
+    const id = `${prefix}-main`;
+    await m.create({ name: id, packages: ['python3'] });
+    const s = (cmd: string) => m.exec(id, cmd, { session: 'main' });
+    await s('mkdir -p /work/sub && cd /work && export PROJECT=crab && greet() { echo "hello $1"; }');
+    await s('python3 -m http.server 8000 --bind 127.0.0.1 >/tmp/http.log 2>&1 &');
+    await s('(i=0; while :; do i=$((i+1)); echo $i > /tmp/cnt; sleep 0.05; done) &');
+    // Files: create, modify, rename (file and dir), hard link, symlink, chmod, delete (also from the lower layer).
+    await s('echo one > a.txt; echo two > b.txt; echo mod >> a.txt; mv b.txt c.txt; ln a.txt hard.txt; ln -s c.txt sym; chmod 600 c.txt');
+    await s('mkdir -p d1/x && echo in > d1/x/f && mv d1 d2; rm /etc/issue; echo changed >> /etc/motd; mv /usr/share/doc/bash /usr/share/doc/bash-moved; rm -rf /usr/share/doc/tar; mkdir /usr/share/doc/tar; echo opaque > /usr/share/doc/tar/new');
+    await sleep(500);
+    const ck = await cr.take(id, { kind: 'full', turn: 1 });
+    const ckHash = treeHash(await loadManifest(cr.store, ck.checkpoint.fsManifest!), HASH_OPTS);
+    const counterAtCkpt = Number(fs.readFileSync(path.join(m.dirs(id).upper, 'tmp/cnt'), 'utf8'));
+    await sleep(1000); // the counter runs on past the checkpoint…
+    assert.ok(Number((await s('cat /tmp/cnt')).stdout) > counterAtCkpt + 5);
+    await m.remove(id); // …then the sandbox dies with everything in it, writable layer included
+
+    const r = await cr.restore(ck.checkpoint.id);
+    assert.equal(r.sandboxId, id);
+    const out = await s('pwd; echo $PROJECT; greet you; jobs -r | grep -c Running');
+    assert.deepEqual(out.stdout.trim().split('\n'), ['/work', 'crab', 'hello you', '2']);
+    const cnt = Number((await s('cat /tmp/cnt')).stdout);
+    assert.ok(cnt >= counterAtCkpt && cnt < counterAtCkpt + 15, `counter continues from ${counterAtCkpt}, got ${cnt}`);
+    await sleep(200);
+    assert.ok(Number((await s('cat /tmp/cnt')).stdout) > cnt, 'counter still counting');
+    const http = await s('python3 -c "import urllib.request;print(urllib.request.urlopen(\'http://127.0.0.1:8000/\').status)"');
+    assert.equal(http.stdout.trim(), '200', http.stderr);
+    assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), ckHash, 'filesystem tree equals the checkpoint');
+    const files = await s('cat a.txt; readlink sym; stat -c %a c.txt; stat -c %h a.txt; cat d2/x/f; test -e /etc/issue || echo gone; tail -1 /etc/motd; ls /usr/share/doc/bash-moved | head -1; ls /usr/share/doc/tar');
+    assert.deepEqual(files.stdout.trim().split('\n'), ['one', 'mod', 'c.txt', '600', '2', 'in', 'gone', 'changed', 'CHANGES.gz', 'new']);
+  });
+
+  test('rollback to turn 1 after five later checkpoints gives turn 1 files and processes; fork 8 children', async () => {
+    const id = `${prefix}-rb`;
+    await m.create({ name: id });
+    const s = (cmd: string) => m.exec(id, cmd, { session: 'main' });
+    const kinds = ['full', 'fs', 'process', 'fs', 'process', 'full'] as const;
+    const cks = [];
+    for (let turn = 1; turn <= 6; turn++) {
+      await s(`echo turn${turn} > /root/t${turn}; echo ${turn} > /root/last; sleep ${1000 + turn} &`);
+      if (turn === 3) await s('rm /root/t1');
+      cks.push((await cr.take(id, { kind: kinds[turn - 1]!, turn })).checkpoint);
+    }
+    assert.deepEqual(cks.map((c) => c.kind), [...kinds]);
+    const turn1Procs = ['bash --noprofile --norc -O expand_aliases ', 'sleep 1001 '];
+    await cr.rollback(id, cks[0]!.id);
+    assert.equal((await s('ls /root | tr "\\n" " "')).stdout, 'last t1 ');
+    assert.equal((await s('cat /root/last')).stdout, '1\n');
+    const procs = (await m.exec(id, PROCESS_LIST_CMD)).stdout.trim().split('\n');
+    for (const p of turn1Procs) assert.ok(procs.includes(p), `${p} in ${JSON.stringify(procs)}`);
+    assert.ok(!procs.some((p) => /sleep 100[2-6]/.test(p)), `no later processes: ${JSON.stringify(procs)}`);
+    // After the rollback, new checkpoints branch from turn 1.
+    const branch = await cr.take(id, { kind: 'fs', turn: 2 });
+    assert.equal(branch.checkpoint.parentId, cks[0]!.id);
+
+    // Roll forward to turn 5 (a process checkpoint) works too.
+    await cr.rollback(id, cks[4]!.id);
+    assert.equal((await s('cat /root/last; ls /root | wc -l')).stdout, '5\n5\n');
+
+    const forks = await cr.fork(cks[2]!.id, 8, { prefix: `${prefix}-fk` });
+    assert.equal(new Set(forks.map((f) => f.sandboxId)).size, 8);
+    await Promise.all(forks.map((f, i) => m.exec(f.sandboxId, `echo child${i} > /root/me; X=${i}`, { session: 'main' })));
+    const seen = await Promise.all(forks.map((f) => m.exec(f.sandboxId, 'cat /root/me /root/last; echo $X; jobs | wc -l', { session: 'main' })));
+    seen.forEach((r, i) => assert.deepEqual(r.stdout.trim().split('\n'), [`child${i}`, '3', String(i), '3']));
+    const cgroups = forks.map((f) => fs.existsSync(`/sys/fs/cgroup/pids/crab/${f.sandboxId}`));
+    assert.ok(cgroups.every(Boolean), 'each fork has its own cgroup');
+    assert.equal((await s('test -e /root/me || echo parent-untouched')).stdout, 'parent-untouched\n');
+    await Promise.all(forks.map((f) => m.remove(f.sandboxId)));
+  });
+
+  test('a flipped byte in a stored chunk is detected and restore refuses, leaving the sandbox intact', async () => {
+    const id = `${prefix}-bad`;
+    await m.create({ name: id });
+    await m.exec(id, 'echo precious > /root/p; sleep 999 &', { session: 'main' });
+    const ck = await cr.take(id, { kind: 'full' });
+    const recipe = await cr.store.getJson<DirRecipe>(ck.checkpoint.processImage!);
+    const pages = recipe.entries.find((e) => e.type === 'file' && e.path.startsWith('pages-'));
+    assert.ok(pages && pages.type === 'file');
+    // Pick a chunk used only by this image, so other tests' checkpoints stay intact.
+    const chunk = cr.store.chunkPath(pages.recipe.chunks[0]!);
+    const buf = fs.readFileSync(chunk);
+    buf[buf.length >> 1] ^= 0xff;
+    fs.writeFileSync(chunk, buf);
+    try {
+      await assert.rejects(cr.rollback(id, ck.checkpoint.id), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'STORE_CHUNK_CORRUPT');
+        return true;
+      });
+      assert.equal((await m.status(id)).status, 'running');
+      assert.equal((await m.exec(id, 'cat /root/p', { session: 'main' })).stdout, 'precious\n');
+      const bad = await cr.store.verify();
+      assert.ok(bad.some((b) => b.path === chunk));
+    } finally {
+      buf[buf.length >> 1] ^= 0xff;
+      fs.writeFileSync(chunk, buf);
+    }
+  });
+
+  test('restore refuses when host bind mounts changed, unless forced', async () => {
+    const id = `${prefix}-bind`;
+    const src = fs.mkdtempSync(`/tmp/${prefix}-bind-`);
+    try {
+      await m.create({ name: id, binds: [{ source: src, target: '/mnt/host' }] });
+      await m.exec(id, 'ls /mnt/host >/dev/null; echo x > /root/x', { session: 'main' });
+      const ck = await cr.take(id, { kind: 'full' });
+      fs.rmSync(src, { recursive: true });
+      fs.mkdirSync(src); // same path, different directory
+      await assert.rejects(cr.rollback(id, ck.checkpoint.id), { code: 'CKPT_BINDS_CHANGED' });
+      await cr.rollback(id, ck.checkpoint.id, { force: true });
+      assert.equal((await m.exec(id, 'cat /root/x', { session: 'main' })).stdout, 'x\n');
+    } finally {
+      await m.destroy(id).catch(() => undefined);
+      fs.rmSync(src, { recursive: true, force: true });
+    }
+  });
+});
