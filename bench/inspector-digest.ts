@@ -23,10 +23,10 @@ for (const mib of sizes) {
     for (let i = 0; i < 20; i++) await snapshotProcesses([pid]);
     const cheap = (performance.now() - t) / 20;
     t = performance.now();
-    const d = await memoryDigest(pid, 4 << 30);
+    const d = await memoryDigest(pid, 4 * 2 ** 30);
     const dig = performance.now() - t;
     t = performance.now();
-    const d2 = await memoryDigest(pid, 4 << 30);
+    const d2 = await memoryDigest(pid, 4 * 2 ** 30);
     const dig2 = performance.now() - t;
     rows.push({
       'heap MiB': mib,

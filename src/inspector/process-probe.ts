@@ -6,9 +6,10 @@
  *
  * When to use the digest: CPU time alone over-reports (a process that woke up to find nothing to
  * do "ran"). The digest tells those apart, at the cost of reading all writable private memory
- * (see bench/inspector-digest.ts: about the speed of sha256, ~0.5–1 GB/s). Use it for processes
- * that ran this turn and whose writable memory is small (default cap 256 MiB per process);
- * above that, a process checkpoint is cheaper than proving it is not needed.
+ * (bench/inspector-digest.ts on this host: 0.9–1.5 GB/s, i.e. 45 ms for a 64 MiB node process,
+ * 375 ms for 307 MiB; stat+schedstat alone: ~1–4 ms). A process checkpoint costs ~0.25 s, so use
+ * the digest only for processes that ran this turn and have < ~100 MiB of writable memory; skip
+ * it (cap maxDigestBytes) above that and take the process checkpoint.
  */
 import { createHash } from 'node:crypto';
 import { open, readFile, readdir } from 'node:fs/promises';
