@@ -58,6 +58,21 @@ export class Checkpointer {
     await this.catalog.putSandbox({ id: rec.id, name: rec.id, image: rec.image, config: rec, createdAtMs: Date.parse(rec.createdAt), state: 'live' });
   }
 
+  /**
+   * Thaws sandboxes left frozen by a process that died mid-checkpoint. Call at daemon start,
+   * when no checkpoint of this host can be in progress. Returns the sandboxes thawed.
+   */
+  async recoverStaleFreezes(): Promise<string[]> {
+    const thawed: string[] = [];
+    for (const sb of await this.sandboxes.list()) {
+      if (sb.status === 'paused' && freezerState(sb.id) !== 'THAWED') {
+        thaw(sb.id);
+        thawed.push(sb.id);
+      }
+    }
+    return thawed;
+  }
+
   /** Head (newest checkpoint of the current branch) of a sandbox, or null. */
   head(sandboxId: string): Promise<string | null> {
     return this.catalog.getRef(headRef(sandboxId));
@@ -95,6 +110,7 @@ export class Checkpointer {
     const hintPaths = kind === 'full' ? undefined : opts.hintPaths;
 
     const d = this.sandboxes.dirs(sandboxId);
+    fs.rmSync(d.ckpt, { recursive: true, force: true }); // scratch of a crashed run (we hold the lock)
     const ckptId = newId('ck-');
     const scratch = path.join(d.ckpt, ckptId);
     const imageDir = path.join(scratch, 'img');

@@ -35,6 +35,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     fs.rmSync(paths.socket); // stale socket of a daemon that died
   }
   const service = new LocalService(paths, (m) => log.info({ progress: m }, 'progress'));
+  // This daemon owns every checkpoint on the host: a frozen sandbox now is a crashed daemon's leftover.
+  const thawed = await (await service.checkpointer()).recoverStaleFreezes();
+  if (thawed.length) log.warn({ thawed }, 'thawed sandboxes left frozen by a crashed daemon');
   const servers: Server[] = [];
 
   const unixServer = createAdaptorServer({ fetch: createApp(service, { log }).fetch }) as Server;

@@ -14,6 +14,8 @@ export interface Candidate {
   readonly enqueuedAt: number;
   /** When the sandbox's LLM response for this turn (or a later one) arrived; null if it has not. */
   readonly urgentSince: number | null;
+  /** Expected run time from the submitter (effect class, process memory size…); null if unknown. */
+  readonly costHintMs: number | null;
 }
 
 export interface PolicyContext {
@@ -35,14 +37,17 @@ export const fifoPolicy: SchedulingPolicy = (candidates) => argMin(candidates, (
  * Serves first the sandboxes whose LLM response already arrived (their agent is blocked on the
  * gate right now), earliest arrival first, since that minimises the largest gate wait.
  * Aging: a job that has waited `agingBoundMs` or more goes ahead of every urgent one (oldest
- * first), so a stream of urgent jobs cannot starve the others. Otherwise FIFO.
+ * first), so a stream of urgent jobs cannot starve the others.
+ * Otherwise, when jobs carry cost hints, the cheapest goes first (unknown cost counts as the
+ * dearest; ties by submission): finishing more jobs sooner leaves fewer of them unfinished when
+ * their responses arrive, which is what keeps the gate-wait tail down. Without hints: FIFO.
  */
 export const reactivePolicy: SchedulingPolicy = (candidates, ctx) => {
   const aged = argMin(candidates, (c) => (ctx.now - c.enqueuedAt >= ctx.agingBoundMs ? c.enqueuedAt : NaN));
   if (aged >= 0) return aged;
   const urgent = argMin(candidates, (c) => (c.urgentSince === null ? NaN : c.urgentSince));
   if (urgent >= 0) return urgent;
-  return fifoPolicy(candidates, ctx);
+  return argMin(candidates, (c) => c.costHintMs ?? Number.MAX_VALUE);
 };
 
 export const POLICIES: Readonly<Record<PolicyName, SchedulingPolicy>> = {

@@ -30,6 +30,8 @@ export interface JobKey {
 export interface CheckpointJob<R> extends JobKey {
   /** The checkpoint work. Runs at most 1 + retries times; must be safe to re-run after a failure. */
   run: () => Promise<R>;
+  /** Expected run time, ms, if the submitter can tell (used by the reactive policy). */
+  costHintMs?: number;
   /** Overrides the scheduler's `escalate` for this job. */
   escalate?: (job: JobKey, lastError: unknown) => Promise<R>;
 }
@@ -209,6 +211,7 @@ export class HostScheduler<R = unknown> {
         turnIndex: job.turnIndex,
         enqueuedAt: this.now(),
         urgentSince: null,
+        costHintMs: job.costHintMs ?? null,
         job,
         resolve,
       });

@@ -281,17 +281,31 @@ test('metrics render as Prometheus text: depth, running, wait/run histograms, ga
 });
 
 test('policies are pure functions of their input', () => {
-  const c = (seq: number, enqueuedAt: number, urgentSince: number | null): Candidate => ({
+  const c = (
+    seq: number,
+    enqueuedAt: number,
+    urgentSince: number | null,
+    costHintMs: number | null = null,
+  ): Candidate => ({
     seq,
     sandboxId: `s${seq}`,
     turnIndex: 0,
     enqueuedAt,
     urgentSince,
+    costHintMs,
   });
   const list = [c(3, 30, null), c(1, 10, null), c(2, 20, 50), c(4, 40, 45)];
   assert.equal(fifoPolicy(list, { now: 60, agingBoundMs: 100 }), 1);
   assert.equal(reactivePolicy(list, { now: 60, agingBoundMs: 100 }), 3, 'earliest urgent first');
   assert.equal(reactivePolicy(list, { now: 115, agingBoundMs: 100 }), 1, 'aged beats urgent');
   assert.equal(reactivePolicy([], { now: 0, agingBoundMs: 1 }), -1);
+  const hinted = [c(1, 10, null, 300), c(2, 20, null, null), c(3, 30, null, 20)];
+  assert.equal(reactivePolicy(hinted, { now: 40, agingBoundMs: 100 }), 2, 'cheapest non-urgent first');
+  assert.equal(fifoPolicy(hinted, { now: 40, agingBoundMs: 100 }), 0, 'fifo ignores hints');
+  assert.equal(
+    reactivePolicy([c(1, 10, null), c(2, 20, null)], { now: 40, agingBoundMs: 100 }),
+    0,
+    'no hints: fifo',
+  );
   assert.equal(fifoPolicy([], { now: 0, agingBoundMs: 1 }), -1);
 });
