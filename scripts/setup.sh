@@ -11,7 +11,7 @@ SKIP_IMAGES="${CRAB_SETUP_SKIP_IMAGES:-0}"
 CRIU_VERSION_WANTED="4.2"
 
 APT_PACKAGES=(
-  runc iptables debootstrap tini iproute2 util-linux coreutils xz-utils dpkg-dev
+  runc iptables debootstrap tini iproute2 util-linux coreutils xz-utils dpkg-dev python3
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev make gcc pkg-config
   protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler python3-protobuf
   libnl-3-dev libnl-route-3-dev libnet1-dev libcap-dev libaio-dev libgnutls28-dev
