@@ -73,7 +73,7 @@ async function respond(
   if (fake.override && fake.override(req, res, body) !== false) return;
   if (fake.headDelayMs) await sleep(fake.headDelayMs);
   const path = (req.url ?? '').split('?')[0];
-  let json: Record<string, unknown> = {};
+  let json: Record<string, unknown>;
   try {
     json = body.length ? (JSON.parse(body.toString()) as Record<string, unknown>) : {};
   } catch {

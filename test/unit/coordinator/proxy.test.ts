@@ -218,7 +218,6 @@ test('the gate holds the response until the checkpoint promise resolves; forward
   const h = await harness(t);
   for (const stream of [false, true]) {
     const d = deferred();
-    let resolvedAt = Infinity;
     h.gate = () => d.promise;
     const before = h.upstream.received.length;
     const pending = rawRequest(`${h.url}/s/sb1/v1/chat/completions`, {
@@ -233,7 +232,7 @@ test('the gate holds the response until the checkpoint promise resolves; forward
       'request must reach the upstream while the gate is closed',
     );
     assert.equal(h.arrivals.length, stream ? 2 : 1, 'onResponseArrived is called while the response is held');
-    resolvedAt = performance.now();
+    const resolvedAt = performance.now();
     d.resolve();
     const res = await pending;
     assert.ok(
@@ -408,4 +407,57 @@ test('custom turn rules replace the defaults', async (t) => {
     h.proxy.turns().map((r) => r.path),
     ['/v1/embeddings'],
   );
+});
+
+test('streams are passed through as they come, not buffered', async (t) => {
+  const h = await harness(t);
+  let lastSentAt = 0;
+  h.upstream.override = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    let i = 0;
+    const tick = () => {
+      res.write(`data: ${i}\n\n`);
+      if (++i < 4) setTimeout(tick, 60);
+      else {
+        lastSentAt = performance.now();
+        res.end();
+      }
+    };
+    tick();
+  };
+  const res = await rawRequest(`${h.url}/s/sb1/v1/chat/completions`, {
+    method: 'POST',
+    body: chatBody(true),
+  });
+  assert.equal(res.body.toString(), 'data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n');
+  assert.ok(
+    lastSentAt - res.firstByteAt > 150,
+    'the first event reached the client long before the last was sent',
+  );
+});
+
+test('an agent that hangs up while its response is held cancels the upstream request', async (t) => {
+  const h = await harness(t);
+  const d = deferred();
+  h.gate = () => d.promise;
+  let upstreamClosed = false;
+  h.upstream.override = (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: 0\n\n');
+    req.socket.on('close', () => (upstreamClosed = true));
+  };
+  const { port } = new URL(h.url);
+  const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/s/sb1/v1/chat/completions' });
+  req.on('error', () => undefined); // we hang up on purpose
+  req.end(chatBody(true));
+  await sleep(100);
+  assert.equal(h.arrivals.length, 1);
+  req.destroy();
+  await sleep(100);
+  assert.ok(upstreamClosed, 'upstream connection closed');
+  d.resolve();
+  await sleep(20);
+  const rec = h.proxy.turns()[0]!;
+  assert.equal(rec.end, 'aborted');
+  assert.equal(rec.releasedAt, null);
 });
