@@ -90,11 +90,29 @@ export class Checkpointer {
    * On success: the checkpoint is committed and is the sandbox's new head.
    * On failure: the sandbox is thawed and running, nothing is visible in the catalog.
    */
-  take(sandboxId: string, opts: TakeOptions): Promise<TakeResult> {
-    return this.exclusive(sandboxId, () => this.takeLocked(sandboxId, opts));
+  async take(sandboxId: string, opts: TakeOptions): Promise<TakeResult> {
+    const r = await this.takePlanned(sandboxId, opts.turn ?? null, async () => opts);
+    return r as TakeResult;
   }
 
-  private async takeLocked(sandboxId: string, opts: TakeOptions): Promise<TakeResult> {
+  /**
+   * Freezes the sandbox, then asks `plan` (with the sandbox frozen, so what it observes cannot
+   * change before the snapshot) what to take; null means skip (thaw, nothing recorded).
+   * `plan` gets whether this would be the sandbox's first checkpoint on its current branch.
+   */
+  takePlanned(
+    sandboxId: string,
+    turn: number | null,
+    plan: (ctx: { first: boolean; parent: CheckpointRecord | null }) => Promise<Omit<TakeOptions, 'turn'> | null>,
+  ): Promise<TakeResult | null> {
+    return this.exclusive(sandboxId, () => this.takeLocked(sandboxId, turn, plan));
+  }
+
+  private async takeLocked(
+    sandboxId: string,
+    turn: number | null,
+    plan: (ctx: { first: boolean; parent: CheckpointRecord | null }) => Promise<Omit<TakeOptions, 'turn'> | null>,
+  ): Promise<TakeResult | null> {
     const t0 = performance.now();
     const rec = this.sandboxes.record(sandboxId);
     // We hold this sandbox's lock, so a frozen cgroup is stale: left by a crashed daemon mid-checkpoint.
@@ -103,26 +121,31 @@ export class Checkpointer {
     await this.ensureCatalogSandbox(rec);
     const parentId = await this.head(sandboxId);
     const parent = parentId ? await this.catalog.getCheckpoint(parentId) : null;
-    let kind = opts.kind;
-    if (kind === 'fs' && !parent?.processImage) kind = 'full'; // nothing to reuse: the first checkpoint must hold processes
     const previous = parent ? await this.manifestOf(parent) : undefined;
-    // A full checkpoint rescans everything (the check against hints drifting); others use hints.
-    const hintPaths = kind === 'full' ? undefined : opts.hintPaths;
 
     const d = this.sandboxes.dirs(sandboxId);
     fs.rmSync(d.ckpt, { recursive: true, force: true }); // scratch of a crashed run (we hold the lock)
     const ckptId = newId('ck-');
     const scratch = path.join(d.ckpt, ckptId);
     const imageDir = path.join(scratch, 'img');
-    fs.mkdirSync(imageDir, { recursive: true });
     let frozenMs = 0;
     let dumpMs = 0;
     let fsCaptureMs = 0;
+    let requested: CheckpointKind = 'full';
+    let kind: CheckpointKind = 'full';
+    let opts: Omit<TakeOptions, 'turn'> | null = null;
     try {
       const tFreeze = performance.now();
       await freeze(sandboxId);
       let snap;
       try {
+        opts = await plan({ first: !parent, parent });
+        if (!opts) return null;
+        requested = opts.kind;
+        kind = requested === 'fs' && !parent?.processImage ? 'full' : requested; // nothing to reuse: the first checkpoint must hold processes
+        // A full checkpoint rescans everything (the check against hints drifting); others use hints.
+        const hintPaths = kind === 'full' ? undefined : opts.hintPaths;
+        fs.mkdirSync(imageDir, { recursive: true });
         const tCap = performance.now();
         snap = await capture(d.upper, this.store, { previous, hintPaths });
         fsCaptureMs = performance.now() - tCap;
@@ -147,14 +170,14 @@ export class Checkpointer {
         processImage = { reuseOf: parent!.id };
       }
       const meta: CheckpointMeta = { binds: bindIdentities(rec), sandbox: rec, fsMode: snap.mode };
-      if (kind !== opts.kind) meta.escalatedFrom = opts.kind;
+      if (kind !== requested) meta.escalatedFrom = requested;
       const ck = await this.catalog.commitCheckpoint(
         {
           id: ckptId,
           sandboxId,
           parentId,
           kind,
-          turn: opts.turn ?? null,
+          turn,
           logicalBytes: snap.logicalBytes + imageLogical,
           newBytes: snap.newBytes + imageNew,
           fsManifest: snap.digest,

@@ -117,6 +117,25 @@ export class SandboxChannel {
       if (Date.now() > deadline) throw new CrabError('SESSION_START_TIMEOUT', 'unavailable', `session '${name}' did not start within 5 s`);
       await sleep(delay);
     }
+    this.poke(`${d}/in`, sessionStateFunction(d));
+  }
+
+  /** Digest of the session shell's state (cwd, variables, functions, aliases, options, jobs), refreshed after every command; null before the first. */
+  sessionState(name: string): string | null {
+    try {
+      return fs.readFileSync(this.host(`${SESSION_DIR}/${name}/state`), 'utf8').trim() || null;
+    } catch {
+      return null; // no command ran yet
+    }
+  }
+
+  /** Names of the sessions that exist in the sandbox. */
+  sessions(): string[] {
+    try {
+      return fs.readdirSync(this.host(SESSION_DIR));
+    } catch {
+      return []; // not running, or no session yet
+    }
   }
 
   sessionExists(name: string): boolean {
@@ -137,7 +156,7 @@ export class SandboxChannel {
     const r = `${REQUEST_DIR}/${rid}`;
     fs.writeFileSync(this.host(`${r}.cmd`), cmd.endsWith('\n') ? cmd : cmd + '\n');
     const started = performance.now();
-    this.poke(`${SESSION_DIR}/${name}/in`, `source ${r}.cmd </dev/null >${r}.out 2>${r}.err; echo $? >${r}.rc`);
+    this.poke(`${SESSION_DIR}/${name}/in`, `source ${r}.cmd </dev/null >${r}.out 2>${r}.err; __crab_rc=$?; __crab_state; echo $__crab_rc >${r}.rc`);
     const exitCode = await this.waitRc(r, opts.timeoutMs);
     if (exitCode !== null) return this.collect(r, exitCode, started, false, true);
     // Keep killing what the command starts until the shell reports back (the rest of a `a; b` line may run).
@@ -205,6 +224,22 @@ function hasReader(p: string): boolean {
   } catch {
     return false; // not created yet, or ENXIO: the shell has not opened it yet
   }
+}
+
+/** Variables that change without the agent changing anything (and Crab's own). */
+const VOLATILE_VARS = 'BASH[A-Z_]*|_|__crab_[a-z_]*|RANDOM|SRANDOM|SECONDS|LINENO|PIPESTATUS|EPOCHSECONDS|EPOCHREALTIME|HISTCMD|FUNCNAME|GROUPS|COLUMNS|LINES';
+
+/**
+ * A one-line bash function the session runs after each command: it digests everything a later
+ * command could observe of the shell itself, so a turn of `cat` and `grep` leaves it unchanged.
+ */
+function sessionStateFunction(sessionDir: string): string {
+  // The group runs in the session shell itself (no subshell: `jobs` must see its job table);
+  // `>|` because the agent may have set noclobber.
+  return (
+    `__crab_state() { { printf '%s\\n' "$PWD" "$OLDPWD"; declare -p; declare -f; alias; set +o; shopt -p; jobs -l; trap -p; umask; } >| ${sessionDir}/state.raw 2>&1; ` +
+    `grep -Ev '^declare -[-a-zA-Z]* (${VOLATILE_VARS})(=|$)' ${sessionDir}/state.raw | cksum >| ${sessionDir}/state; }`
+  );
 }
 
 export function shellQuote(s: string): string {
