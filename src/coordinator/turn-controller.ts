@@ -1,0 +1,163 @@
+/**
+ * @module What happens at a turn boundary of one sandbox, per its checkpoint mode:
+ * - `off` / `chat-only`: nothing (no sandbox checkpoints);
+ * - `full`: a full checkpoint every boundary;
+ * - `crab`: with the sandbox frozen, ask the inspector what the turn did, probe processes
+ *   (set, CPU time, memory digests of pollers) and session shells (semantic state digest), decide
+ *   the granularity (`decideGranularity`), and take exactly that checkpoint — or none.
+ */
+import type { Logger } from '../core/log.js';
+import type { Checkpointer } from '../checkpoint/checkpointer.js';
+import type { TakeResult } from '../checkpoint/checkpoint.js';
+import type { SandboxManager } from '../sandbox/sandbox-manager.js';
+import { CGROUP_PARENT, processesOf } from '../sandbox/cgroup.js';
+import { CONTROL_DIR } from '../sandbox/init-script.js';
+import type { Inspector, TurnEffects } from '../inspector/inspector.js';
+import { decideGranularity, type Granularity } from '../inspector/granularity.js';
+import { diffSnapshots, snapshotProcesses, type ProcSnapshot } from '../inspector/process-probe.js';
+
+export type CheckpointMode = 'off' | 'chat-only' | 'full' | 'crab';
+export const CHECKPOINT_MODES: readonly CheckpointMode[] = ['off', 'chat-only', 'full', 'crab'];
+
+export interface BoundaryResult {
+  sandboxId: string;
+  turn: number;
+  mode: CheckpointMode;
+  /** What was decided: a checkpoint kind, 'skip', or 'off' (mode takes none). */
+  decision: Granularity | 'off';
+  reasons: string[];
+  checkpoint: TakeResult | null;
+}
+
+/** Process digests are only worth their cost for small processes (see bench/inspector-digest). */
+const MAX_DIGEST_BYTES = 64 * 1024 * 1024;
+
+interface Baseline {
+  procs: ProcSnapshot;
+  shells: Record<string, string | null>;
+}
+
+export class TurnController {
+  private readonly modes = new Map<string, CheckpointMode>();
+  /** Process and shell state at each sandbox's last checkpoint. */
+  private readonly baselines = new Map<string, Baseline>();
+  /** Sandboxes whose next checkpoint must be full (a failed one lost its turn's effects). */
+  private readonly forceFull = new Set<string>();
+
+  constructor(
+    private readonly deps: { sandboxes: SandboxManager; checkpointer: Checkpointer; inspector: Inspector | null; log: Logger },
+  ) {}
+
+  setMode(sandboxId: string, mode: CheckpointMode): void {
+    this.modes.set(sandboxId, mode);
+  }
+
+  mode(sandboxId: string): CheckpointMode {
+    return this.modes.get(sandboxId) ?? 'crab';
+  }
+
+  /** Starts following a sandbox's effects; call after every start and restore (the cgroup is new). */
+  async attach(sandboxId: string): Promise<void> {
+    this.baselines.delete(sandboxId);
+    if (!this.deps.inspector) return;
+    await this.deps.inspector.add(sandboxId, { path: `/sys/fs/cgroup/unified/${CGROUP_PARENT}/${sandboxId}` });
+  }
+
+  async detach(sandboxId: string): Promise<void> {
+    this.baselines.delete(sandboxId);
+    this.modes.delete(sandboxId);
+    this.forceFull.delete(sandboxId);
+    await this.deps.inspector?.remove(sandboxId);
+  }
+
+  /** After a restore or rollback: the restored state is the baseline's; the next turn is judged against it. */
+  async afterRestore(sandboxId: string): Promise<void> {
+    await this.attach(sandboxId);
+    this.forceFull.add(sandboxId); // no baseline for the restored processes: be conservative once
+  }
+
+  /** The checkpoint job of one boundary (run it through the host scheduler). */
+  async onBoundary(sandboxId: string, turn: number, opts: { escalate?: boolean } = {}): Promise<BoundaryResult> {
+    const mode = this.mode(sandboxId);
+    const base = { sandboxId, turn, mode };
+    if (mode === 'off' || mode === 'chat-only') return { ...base, decision: 'off', reasons: [], checkpoint: null };
+    if (mode === 'full' || opts.escalate) {
+      const checkpoint = await this.deps.checkpointer.take(sandboxId, { kind: 'full', turn });
+      return { ...base, decision: 'full', reasons: [opts.escalate ? 'escalated' : 'mode-full'], checkpoint };
+    }
+    let decision: Granularity = 'skip';
+    let reasons: string[] = [];
+    let pending: Baseline | null = null;
+    try {
+      const checkpoint = await this.deps.checkpointer.takePlanned(sandboxId, turn, async ({ first }) => {
+        const raw = this.deps.inspector ? await this.deps.inspector.effects(sandboxId, { reset: true }) : null;
+        // CRIU runs in the sandbox's cgroup during dumps and restores: its logs are not the agent's.
+        const effects = raw && withoutControlFiles(raw, [this.deps.sandboxes.dirs(sandboxId).ckpt]);
+        const { ignorePids, shells } = this.crabProcesses(sandboxId);
+        const baseline = this.baselines.get(sandboxId);
+        const procs = await snapshotProcesses(this.hostPids(sandboxId), { ignorePids });
+        let probe = baseline ? diffSnapshots(baseline.procs, procs) : null;
+        if (probe && probe.changed && !probe.started.length && !probe.exited.length && !probe.execed.length) {
+          // Only ran: pollers wake up without changing anything. Compare memory digests.
+          const dig = await snapshotProcesses(probe.ran, { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES });
+          for (const [pid, info] of Object.entries(dig.procs)) procs.procs[Number(pid)] = info;
+          probe = diffSnapshots(baseline!.procs, procs);
+        }
+        const d = decideGranularity({ first: first || !baseline || this.forceFull.has(sandboxId), effects, probe });
+        decision = d.granularity;
+        reasons = d.reasons;
+        const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
+        if (shellChanged && (decision === 'skip' || decision === 'fs')) {
+          decision = 'process';
+          reasons = [...reasons, 'shell-state'];
+        }
+        if (decision === 'skip') return null;
+        // The new baseline: this frozen moment, with digests so later idle turns can be told apart.
+        const digested = await snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES });
+        pending = { procs: digested, shells };
+        const hintPaths = effects && d.pathsComplete && decision !== 'full' ? [...effects.fs.changedPaths, CONTROL_DIR] : undefined;
+        return { kind: decision, hintPaths, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons } };
+      });
+      if (checkpoint) {
+        this.forceFull.delete(sandboxId);
+        if (pending) this.baselines.set(sandboxId, pending);
+      }
+      return { ...base, decision, reasons, checkpoint };
+    } catch (err) {
+      // This turn's effects were consumed: only a full checkpoint is safe next.
+      this.forceFull.add(sandboxId);
+      throw err;
+    }
+  }
+
+  private hostPids(sandboxId: string): number[] {
+    return processesOf(sandboxId).map((p) => p.hostPid);
+  }
+
+  /** Crab's own processes (init and the session shells, judged semantically) and the shells' states. */
+  private crabProcesses(sandboxId: string): { ignorePids: number[]; shells: Record<string, string | null> } {
+    const ch = this.deps.sandboxes.channel(sandboxId);
+    const procs = processesOf(sandboxId);
+    const ignoreNs = new Set<number>([1]);
+    const shells: Record<string, string | null> = {};
+    for (const name of ch.sessions()) {
+      try {
+        ignoreNs.add(ch.sessionPid(name));
+      } catch {
+        continue; // session still starting
+      }
+      shells[name] = ch.sessionState(name);
+    }
+    return { ignorePids: procs.filter((p) => ignoreNs.has(p.nsPid)).map((p) => p.hostPid), shells };
+  }
+}
+
+/** Crab's control files (request scripts, command output; CRIU's own scratch) are not the agent's effects. */
+export function withoutControlFiles(e: TurnEffects, hostScratchDirs: readonly string[] = []): TurnEffects {
+  const ignored = [CONTROL_DIR, ...hostScratchDirs];
+  const keep = (p: string) => !ignored.some((d) => p === d || p.startsWith(d + '/'));
+  const changedPaths = e.fs.changedPaths.filter(keep);
+  const changes = e.fs.changes.filter((c) => keep(c.path));
+  const onlyControl = changedPaths.length === 0 && e.fs.unresolved === 0 && !e.fs.overflow;
+  return { ...e, fs: { ...e.fs, changedPaths, changes, bytesWritten: onlyControl ? 0 : e.fs.bytesWritten } };
+}
