@@ -9,7 +9,17 @@ import type { Logger } from '../core/log.js';
 import { BuildImageBody, CheckpointBody, CreateSandboxBody, ExecBody, ForkBody, ImportImageBody, RestoreBody, RollbackBody } from './schemas.js';
 import type { CrabService } from './service.js';
 
+import type { CrabHost } from '../daemon/host.js';
+import { CHECKPOINT_MODES } from '../coordinator/turn-controller.js';
+import { z as zod } from 'zod';
+
+const BoundaryBody = zod.object({ turn: zod.number().int().min(0) }).strict();
+const ModeBody = zod.object({ mode: zod.enum(CHECKPOINT_MODES as [string, ...string[]]) }).strict();
+const PreemptBody = zod.object({ graceMs: zod.number().int().min(1).max(3_600_000) }).strict();
+
 export interface AppOptions {
+  /** The daemon's runtime (turn boundaries, inspector, engine, proxy); absent in tests of the plain service. */
+  host?: CrabHost;
   /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners). */
   token?: string;
   log: Logger;
@@ -81,6 +91,20 @@ export function createApp(service: CrabService, opts: AppOptions): Hono {
     return c.json({ ok: true });
   });
   app.post('/v1/gc', async (c) => c.json(await service.gc()));
+
+  const host = opts.host;
+  if (host) {
+    app.post('/v1/sandboxes/:id/boundary', async (c) => c.json(await host.boundary(c.req.param('id'), (await body(c, BoundaryBody)).turn)));
+    app.put('/v1/sandboxes/:id/mode', async (c) => {
+      host.setMode(c.req.param('id'), (await body(c, ModeBody)).mode as never);
+      return c.json({ ok: true });
+    });
+    app.get('/v1/sandboxes/:id/inspect', async (c) => c.json(await host.inspect(c.req.param('id'))));
+    app.post('/v1/sandboxes/:id/recover', async (c) => c.json(await host.recover(c.req.param('id'))));
+    app.post('/v1/sandboxes/:id/preempt', async (c) => c.json(await host.preempt(c.req.param('id'), (await body(c, PreemptBody)).graceMs)));
+    app.get('/metrics', (c) => c.text(host.metrics(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+    app.get('/v1/proxy', (c) => c.json({ url: host.proxyUrl, turns: host.proxy?.turns() ?? [] }));
+  }
 
   app.post('/v1/sandboxes/:id/checkpoints', async (c) => c.json(await service.checkpoint(c.req.param('id'), await body(c, CheckpointBody)), 201));
   app.get('/v1/sandboxes/:id/checkpoints', async (c) => c.json(await service.listCheckpoints(c.req.param('id'))));

@@ -5,7 +5,7 @@ import { Command, Option, InvalidArgumentError } from 'commander';
 import type { BindMount } from '../sandbox/sandbox.js';
 import { crabPaths } from '../core/paths.js';
 import { rootLogger } from '../core/log.js';
-import { invalid } from '../core/errors.js';
+import { CrabError, invalid } from '../core/errors.js';
 import { LocalService } from '../api/local-service.js';
 import { HttpService } from '../api/http-service.js';
 import type { CrabService } from '../api/service.js';
@@ -297,13 +297,93 @@ store
     }),
   );
 
+/** Commands that need the daemon's runtime (inspector, engine, proxy). */
+async function daemonApi(): Promise<HttpService> {
+  const remote = new HttpService({ socketPath: paths.socket });
+  if (process.env.CRAB_NO_DAEMON === '1' || !(await remote.ping())) {
+    throw new CrabError('DAEMON_REQUIRED', 'unavailable', `no crab daemon answers on ${paths.socket}`, "Start one with 'crab daemon' (it runs the inspector, the engine and the proxy).");
+  }
+  return remote;
+}
+
+program
+  .command('inspect <id>')
+  .description("the sandbox's effects since its last turn boundary, live (needs the daemon)")
+  .option('--json', 'print JSON')
+  .action(
+    action(async (id: string, o: { json?: boolean }) => {
+      const e = await (await daemonApi()).request<Record<string, unknown>>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/inspect`);
+      printJson(e);
+    }),
+  );
+program
+  .command('mode <id> <mode>')
+  .description('checkpoint mode of a sandbox at turn boundaries: off | chat-only | full | crab (needs the daemon)')
+  .action(
+    action(async (id: string, mode: string) => {
+      await (await daemonApi()).request('PUT', `/v1/sandboxes/${encodeURIComponent(id)}/mode`, { mode });
+    }),
+  );
+program
+  .command('boundary <id>')
+  .description('signal a turn boundary without the proxy: takes the checkpoint the turn needs (needs the daemon)')
+  .requiredOption('--turn <n>', 'turns completed so far', (v: string) => Number(v))
+  .option('--json', 'print JSON')
+  .action(
+    action(async (id: string, o: { turn: number; json?: boolean }) => {
+      const r = await (await daemonApi()).request<{ outcome: string; value?: { decision: string; reasons: string[] } }>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/boundary`, { turn: o.turn });
+      if (o.json) return printJson(r);
+      process.stdout.write(`${r.outcome}: ${r.value?.decision ?? '-'} ${r.value?.reasons.join(',') ?? ''}\n`);
+    }),
+  );
+program
+  .command('recover <id>')
+  .description('after a sandbox died: restore its newest checkpoint and say which turn it is back at')
+  .option('--json', 'print JSON')
+  .action(
+    action(async (id: string, o: { json?: boolean }) => {
+      const remote = new HttpService({ socketPath: paths.socket });
+      let r: { checkpointId: string; turn: number | null; restoreMs: number };
+      if (process.env.CRAB_NO_DAEMON !== '1' && (await remote.ping())) {
+        r = await remote.request('POST', `/v1/sandboxes/${encodeURIComponent(id)}/recover`);
+      } else {
+        const local = new LocalService(paths, progress);
+        const cr = await local.checkpointer();
+        const head = await cr.head(id);
+        if (!head) throw new CrabError('RECOVER_NO_CHECKPOINT', 'not-found', `sandbox '${id}' has no checkpoint to recover from`);
+        const res = await cr.restore(head, { force: true });
+        r = { checkpointId: head, turn: (await cr.catalog.getCheckpoint(head)).turn, restoreMs: res.totalMs };
+      }
+      if (o.json) return printJson(r);
+      process.stdout.write(`recovered ${id} from ${r.checkpointId}: back at turn ${r.turn ?? '?'} (${Math.round(r.restoreMs)} ms)\n`);
+    }),
+  );
+program
+  .command('preempt <id>')
+  .description('spot preemption notice: take a final checkpoint within the grace window and say whether it made it (needs the daemon)')
+  .option('--grace-ms <ms>', 'grace window', positiveInt, 30_000)
+  .option('--json', 'print JSON')
+  .action(
+    action(async (id: string, o: { graceMs: number; json?: boolean }) => {
+      const r = await (await daemonApi()).request<{ madeIt: boolean; checkpointId: string | null; tookMs: number; error?: string }>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/preempt`, { graceMs: o.graceMs });
+      if (o.json) printJson(r);
+      else process.stdout.write(r.madeIt ? `final checkpoint ${r.checkpointId} in ${Math.round(r.tookMs)} ms\n` : `missed: ${r.error}\n`);
+      if (!r.madeIt) process.exitCode = 1;
+    }),
+  );
+
 program
   .command('daemon')
   .description('run the per-host daemon: owns all sandboxes, serves the API on a unix socket (0600)')
   .option('--tcp <host:port>', 'also listen on TCP (requires --token or CRAB_TOKEN)')
   .addOption(new Option('--token <token>', 'bearer token for the TCP listener').env('CRAB_TOKEN'))
+  .option('--proxy-upstream <url>', 'run the LLM proxy in front of this upstream (OpenAI/Anthropic-compatible)')
+  .option('--proxy-port <port>', 'port of the LLM proxy on 127.0.0.1 (default: any free port)', positiveInt)
+  .addOption(new Option('--policy <policy>', 'checkpoint scheduling policy').choices(['fifo', 'reactive']).default('reactive'))
+  .option('--jobs <n>', 'checkpoint jobs at once (default: number of CPUs)', positiveInt)
+  .option('--no-inspector', 'do not start the eBPF inspector (crab mode then takes full checkpoints)')
   .action(
-    action(async (o: { tcp?: string; token?: string }) => {
+    action(async (o: { tcp?: string; token?: string; proxyUpstream?: string; proxyPort?: number; policy: 'fifo' | 'reactive'; jobs?: number; inspector: boolean }) => {
       let tcp: { host: string; port: number; token: string } | undefined;
       if (o.tcp) {
         const m = /^(.+):(\d+)$/.exec(o.tcp);
@@ -313,8 +393,20 @@ program
       }
       const log = rootLogger.child({ component: 'daemon' });
       if (!process.env.CRAB_LOG_LEVEL) log.level = 'info';
-      const d = await startDaemon({ paths, log, tcp });
-      process.stderr.write(`crab daemon listening on ${paths.socket}${tcp ? ` and ${tcp.host}:${tcp.port}` : ''}\n`);
+      const d = await startDaemon({
+        paths,
+        log,
+        tcp,
+        host: {
+          policy: o.policy,
+          maxConcurrentJobs: o.jobs,
+          inspector: o.inspector,
+          proxy: o.proxyUpstream ? { upstreamUrl: o.proxyUpstream, port: o.proxyPort } : undefined,
+        },
+      });
+      process.stderr.write(
+        `crab daemon listening on ${paths.socket}${tcp ? ` and ${tcp.host}:${tcp.port}` : ''}${d.host.proxyUrl ? `; LLM proxy on ${d.host.proxyUrl}` : ''}\n`,
+      );
       const stop = () => void d.close().then(() => process.exit(0));
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);

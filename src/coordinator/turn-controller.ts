@@ -60,6 +60,8 @@ export class TurnController {
   async attach(sandboxId: string): Promise<void> {
     this.baselines.delete(sandboxId);
     if (!this.deps.inspector) return;
+    // A restored sandbox has a new cgroup (new id): drop the old registration first.
+    await this.deps.inspector.remove(sandboxId).catch(() => undefined);
     await this.deps.inspector.add(sandboxId, { path: `/sys/fs/cgroup/unified/${CGROUP_PARENT}/${sandboxId}` });
   }
 

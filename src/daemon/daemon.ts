@@ -10,17 +10,18 @@ import { CrabError } from '../core/errors.js';
 import type { CrabPaths } from '../core/paths.js';
 import type { Logger } from '../core/log.js';
 import { createApp } from '../api/app.js';
-import { LocalService } from '../api/local-service.js';
 import { HttpService } from '../api/http-service.js';
+import { CrabHost, type HostOptions } from './host.js';
 
 export interface DaemonOptions {
   paths: CrabPaths;
   log: Logger;
   tcp?: { host: string; port: number; token: string };
+  host?: Omit<HostOptions, 'paths' | 'log'>;
 }
 
 export interface RunningDaemon {
-  service: LocalService;
+  host: CrabHost;
   servers: Server[];
   close(): Promise<void>;
 }
@@ -34,13 +35,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     }
     fs.rmSync(paths.socket); // stale socket of a daemon that died
   }
-  const service = new LocalService(paths, (m) => log.info({ progress: m }, 'progress'));
+  const host = await CrabHost.start({ paths, log, ...opts.host });
+  const service = host.service;
   // This daemon owns every checkpoint on the host: a frozen sandbox now is a crashed daemon's leftover.
-  const thawed = await (await service.checkpointer()).recoverStaleFreezes();
+  const thawed = await host.checkpointer.recoverStaleFreezes();
   if (thawed.length) log.warn({ thawed }, 'thawed sandboxes left frozen by a crashed daemon');
   const servers: Server[] = [];
 
-  const unixServer = createAdaptorServer({ fetch: createApp(service, { log }).fetch }) as Server;
+  const unixServer = createAdaptorServer({ fetch: createApp(service, { log, host }).fetch }) as Server;
   await new Promise<void>((resolve, reject) => {
     unixServer.once('error', reject);
     const oldUmask = process.umask(0o177); // the socket is created 0600: only root may drive sandboxes
@@ -53,7 +55,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   servers.push(unixServer);
 
   if (opts.tcp) {
-    const tcpServer = createAdaptorServer({ fetch: createApp(service, { log, token: opts.tcp.token }).fetch }) as Server;
+    const tcpServer = createAdaptorServer({ fetch: createApp(service, { log, host, token: opts.tcp.token }).fetch }) as Server;
     await new Promise<void>((resolve, reject) => {
       tcpServer.once('error', reject);
       tcpServer.listen(opts.tcp!.port, opts.tcp!.host, () => resolve());
@@ -63,9 +65,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   log.info({ socket: paths.socket, tcp: opts.tcp ? `${opts.tcp.host}:${opts.tcp.port}` : null }, 'daemon listening');
 
   return {
-    service,
+    host,
     servers,
     async close() {
+      await host.close();
       await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       fs.rmSync(paths.socket, { force: true });
     },

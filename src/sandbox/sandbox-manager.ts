@@ -52,6 +52,8 @@ export interface GcReport {
 
 export class SandboxManager {
   readonly runc: Runc;
+  /** Called after every start or restore of a sandbox (its cgroup is new), and before removal. */
+  readonly lifecycle = { started: [] as Array<(id: string) => Promise<void>>, removing: [] as Array<(id: string) => Promise<void>> };
   /** Serialises commands per session (a session runs one command at a time). */
   private readonly sessionQueues = new Map<string, Promise<unknown>>();
 
@@ -160,6 +162,7 @@ export class SandboxManager {
     if (!st || st.status !== 'running') throw new CrabError('SANDBOX_START_FAILED', 'internal', `sandbox '${id}' is not running after start (${st?.status ?? 'missing'})`);
     await run('nsenter', ['-t', String(st.pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], { errorCode: 'SANDBOX_NET_FAILED' });
     await this.channel(id).waitReady();
+    for (const fn of this.lifecycle.started) await fn(id);
   }
 
   async status(id: string): Promise<{ status: SandboxStatus; initPid: number | null }> {
@@ -254,6 +257,7 @@ export class SandboxManager {
   /** Best-effort teardown of whatever exists for `id`; throws if something could not be removed. */
   async destroy(id: string): Promise<void> {
     const d = this.dirs(id);
+    for (const fn of this.lifecycle.removing) await fn(id);
     await this.killContainer(id);
     await unmount(d.rootfs);
     const leftCgroups = removeCgroupDirs(id);

@@ -1,0 +1,144 @@
+/**
+ * @module The composition of one host's runtime: sandboxes, the C/R chain, the eBPF inspector,
+ * the turn controller, the host-scoped checkpoint scheduler and (optionally) the LLM proxy.
+ * `crab daemon` runs one; `crab bench` runs one in-process.
+ */
+import fs from 'node:fs';
+import type { CrabPaths } from '../core/paths.js';
+import type { Logger } from '../core/log.js';
+import { CrabError, notFound } from '../core/errors.js';
+import { LocalService } from '../api/local-service.js';
+import type { Checkpointer } from '../checkpoint/checkpointer.js';
+import { EbpfInspector, DEFAULT_HELPER } from '../inspector/ebpf-inspector.js';
+import type { Inspector, TurnEffects } from '../inspector/inspector.js';
+import { TurnController, type BoundaryResult, type CheckpointMode } from '../coordinator/turn-controller.js';
+import { createLlmProxy, type LlmProxy } from '../coordinator/proxy.js';
+import { schedulerTurnHooks } from '../coordinator/scheduler-hooks.js';
+import { createScheduler, type HostScheduler, type JobResult } from '../engine/scheduler.js';
+
+export interface HostOptions {
+  paths: CrabPaths;
+  log: Logger;
+  /** Use the eBPF inspector (default true; without it, crab mode takes full checkpoints). */
+  inspector?: boolean;
+  policy?: 'fifo' | 'reactive';
+  maxConcurrentJobs?: number;
+  /** Start the LLM proxy in front of this upstream. */
+  proxy?: { upstreamUrl: string; port?: number; host?: string };
+}
+
+export interface RecoverResult {
+  sandboxId: string;
+  checkpointId: string;
+  /** Turns completed in the restored state (the checkpoint's turn). */
+  turn: number | null;
+  restoreMs: number;
+}
+
+export class CrabHost {
+  private constructor(
+    readonly service: LocalService,
+    readonly checkpointer: Checkpointer,
+    readonly inspector: Inspector | null,
+    readonly controller: TurnController,
+    readonly scheduler: HostScheduler<BoundaryResult>,
+    readonly proxy: LlmProxy | null,
+    readonly proxyUrl: string | null,
+  ) {}
+
+  static async start(opts: HostOptions): Promise<CrabHost> {
+    const log = opts.log;
+    const service = new LocalService(opts.paths, (m) => log.info({ progress: m }, 'progress'));
+    const checkpointer = await service.checkpointer();
+    let inspector: EbpfInspector | null = null;
+    if (opts.inspector !== false) {
+      if (!fs.existsSync(DEFAULT_HELPER)) {
+        log.warn({ helper: DEFAULT_HELPER }, "eBPF helper not built (run 'crab setup'): crab mode takes full checkpoints");
+      } else {
+        inspector = new EbpfInspector({ logger: log.child({ component: 'inspector' }) });
+        await inspector.start();
+      }
+    }
+    const controller = new TurnController({ sandboxes: service.sandboxes, checkpointer, inspector, log: log.child({ component: 'turns' }) });
+    const scheduler = createScheduler<BoundaryResult>(
+      { policy: opts.policy ?? 'reactive', maxConcurrentJobs: opts.maxConcurrentJobs },
+      { escalate: (job) => controller.onBoundary(job.sandboxId, job.turnIndex, { escalate: true }), logger: log.child({ component: 'engine' }) },
+    );
+    service.sandboxes.lifecycle.started.push((id) => controller.attach(id));
+    service.sandboxes.lifecycle.removing.push((id) => controller.detach(id));
+    // Sandboxes that survived a daemon restart: follow them again (their turns start now).
+    for (const sb of await service.sandboxes.list()) if (sb.status === 'running') await controller.attach(sb.id).catch(() => undefined);
+
+    let proxy: LlmProxy | null = null;
+    let proxyUrl: string | null = null;
+    if (opts.proxy) {
+      const sandboxes = service.sandboxes;
+      proxy = createLlmProxy(
+        { upstreamUrl: opts.proxy.upstreamUrl },
+        {
+          hooks: schedulerTurnHooks(scheduler, (b) => {
+            const mode = controller.mode(b.sandboxId);
+            return mode === 'off' || mode === 'chat-only' ? null : () => controller.onBoundary(b.sandboxId, b.turnIndex);
+          }),
+          isKnownSandbox: (id) => fs.existsSync(sandboxes.dirs(id).record),
+          logger: log.child({ component: 'proxy' }),
+        },
+      );
+      proxyUrl = await proxy.listen(opts.proxy.port ?? 0, opts.proxy.host ?? '127.0.0.1');
+      log.info({ proxyUrl }, 'LLM proxy listening');
+    }
+    return new CrabHost(service, checkpointer, inspector, controller, scheduler, proxy, proxyUrl);
+  }
+
+  /** A turn boundary signalled directly (without the proxy): the checkpoint job, through the engine. */
+  boundary(sandboxId: string, turn: number): Promise<JobResult<BoundaryResult>> {
+    return this.scheduler.submit({ sandboxId, turnIndex: turn, run: () => this.controller.onBoundary(sandboxId, turn) });
+  }
+
+  setMode(sandboxId: string, mode: CheckpointMode): void {
+    this.service.sandboxes.record(sandboxId);
+    this.controller.setMode(sandboxId, mode);
+  }
+
+  /** Effects of the current turn so far (live; does not start a new turn). */
+  async inspect(sandboxId: string): Promise<TurnEffects> {
+    this.service.sandboxes.record(sandboxId);
+    if (!this.inspector) throw new CrabError('INSPECTOR_UNAVAILABLE', 'unavailable', 'the eBPF inspector is not running', "Run 'crab setup' to build it, then restart the daemon.");
+    return this.inspector.effects(sandboxId, { reset: false });
+  }
+
+  /** After a sandbox died: restore its newest checkpoint; says which turn it is back at. */
+  async recover(sandboxId: string): Promise<RecoverResult> {
+    const head = await this.checkpointer.head(sandboxId);
+    if (!head) throw notFound('RECOVER_NO_CHECKPOINT', `sandbox '${sandboxId}' has no checkpoint to recover from`, 'Only sandboxes checkpointed at least once (mode full or crab) can be recovered.');
+    const r = await this.checkpointer.restore(head, { force: true });
+    await this.controller.afterRestore(sandboxId);
+    const ck = await this.checkpointer.catalog.getCheckpoint(head);
+    if (ck.turn !== null) this.proxy?.setNextTurnIndex(sandboxId, ck.turn + 1);
+    return { sandboxId, checkpointId: head, turn: ck.turn, restoreMs: r.totalMs };
+  }
+
+  /** Spot preemption: a final full checkpoint within the grace window; says whether it made it. */
+  async preempt(sandboxId: string, graceMs: number): Promise<{ madeIt: boolean; checkpointId: string | null; tookMs: number; error?: string }> {
+    const t0 = performance.now();
+    const take = this.checkpointer.take(sandboxId, { kind: 'full', turn: null });
+    const timer = new Promise<'late'>((r) => setTimeout(() => r('late'), graceMs).unref());
+    const first = await Promise.race([take.then((x) => ({ ok: x }), (e: unknown) => ({ err: e })), timer]);
+    const tookMs = performance.now() - t0;
+    if (first === 'late') {
+      take.catch(() => undefined); // it may still commit later; the report says it missed the window
+      return { madeIt: false, checkpointId: null, tookMs, error: `no checkpoint within ${graceMs} ms` };
+    }
+    if ('err' in first) return { madeIt: false, checkpointId: null, tookMs, error: String((first.err as Error).message ?? first.err) };
+    return { madeIt: true, checkpointId: first.ok.checkpoint.id, tookMs };
+  }
+
+  metrics(): string {
+    return this.scheduler.renderMetrics();
+  }
+
+  async close(): Promise<void> {
+    await this.proxy?.close();
+    await this.inspector?.close();
+  }
+}

@@ -1,0 +1,110 @@
+import test, { after, before, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import OpenAI from 'openai';
+import { rootOnly, testPrefix } from '../../support/root.js';
+import { paths, removeByPrefix } from '../../support/sandboxes.js';
+import { rootLogger } from '../../../src/core/log.js';
+import { CrabHost } from '../../../src/daemon/host.js';
+
+/** A fake OpenAI-compatible upstream that answers after `latencyMs`. */
+async function fakeUpstream(latencyMs: number): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () =>
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ id: 'x', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'ok' } }] }));
+      }, latencyMs),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+describe('turn boundaries through the LLM proxy (real sandboxes, inspector, CRIU)', rootOnly(), () => {
+  const prefix = testPrefix('turns');
+  let host: CrabHost;
+  let upstream: { url: string; close: () => Promise<void> };
+  before(async () => {
+    upstream = await fakeUpstream(300);
+    host = await CrabHost.start({ paths, log: rootLogger, proxy: { upstreamUrl: upstream.url } });
+  });
+  after(async () => {
+    await removeByPrefix(host.service.sandboxes, prefix);
+    await host.close();
+    await upstream.close();
+  });
+
+  test('crab mode: each boundary gets the checkpoint its turn needs, and the gate holds the response until it commits', async () => {
+    const id = `${prefix}-crab`;
+    await host.service.createSandbox({ name: id });
+    host.setMode(id, 'crab');
+    const client = new OpenAI({ apiKey: 'k', baseURL: `${host.proxyUrl}/s/${id}/v1` });
+    const ask = () => client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'next' }] });
+    const s = (cmd: string) => host.service.exec(id, cmd, { session: 'main' });
+    // Boundary i judges the turn before it. `expected[i]`: the kinds allowed at boundary i.
+    const turns = ['mkdir -p /work && cd /work && echo a > a.txt', 'ls; cat a.txt; grep -r a .', 'echo b >> a.txt', 'sleep 600 &', 'ls', 'kill %1', 'cat a.txt'];
+    const expected = [
+      ['full'], // first boundary
+      ['process'], // a new session shell (and files)
+      ['skip'], // only reads
+      ['fs'], // only a file write
+      ['process'], // a background job started
+      ['skip', 'process'], // the job may still have been starting (exec) at the last freeze: it ran since
+      ['process'], // the job was killed
+      ['skip', 'process'], // the shell reports the killed job once (its job table changes)
+      ['skip'], // only reads
+    ];
+    turns.push('cat a.txt');
+    for (const cmd of turns) {
+      await ask();
+      await s(cmd);
+    }
+    await ask();
+    const cks = await host.checkpointer.catalog.listCheckpoints(id);
+    const records = host.proxy!.turns(id);
+    assert.equal(records.length, expected.length);
+    const kindAt = (i: number) => cks.find((c) => c.turn === i)?.kind ?? 'skip';
+    const why = cks.map((c) => `${c.turn}:${c.kind}:${(c.effects as { reasons?: string[] })?.reasons?.join('+')}`).join(' ');
+    expected.forEach((allowed, i) => assert.ok(allowed.includes(kindAt(i)), `boundary ${i}: ${kindAt(i)} not in ${allowed} (${why})`));
+    for (const r of records) {
+      assert.ok(r.gate === 'committed' || r.gate === 'skipped', `turn ${r.turnIndex}: gate ${r.gate}`);
+      assert.ok(r.releasedAt! >= r.gateSettledAt!, `turn ${r.turnIndex}: released after its gate settled`);
+      const ck = cks.find((c) => c.turn === r.turnIndex);
+      if (ck) assert.ok(ck.createdAtMs <= r.releasedAt!, `turn ${r.turnIndex}: checkpoint committed before release`);
+    }
+  });
+
+  for (const mode of ['full', 'crab', 'chat-only'] as const) {
+    test(`recover after a kill at a random turn (${mode} mode)`, async () => {
+      const id = `${prefix}-rec-${mode}`;
+      await host.service.createSandbox({ name: id });
+      host.setMode(id, mode);
+      const client = new OpenAI({ apiKey: 'k', baseURL: `${host.proxyUrl}/s/${id}/v1` });
+      const s = (cmd: string) => host.service.exec(id, cmd, { session: 'main' });
+      const killAt = 2 + Math.floor(Math.random() * 3);
+      for (let turn = 1; turn <= killAt; turn++) {
+        await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: `turn ${turn}` }] });
+        await s(`cd /root; export T=${turn}; echo ${turn} >> log; sleep ${600 + turn} &`);
+      }
+      // The last boundary: what recovery must bring back.
+      await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'last' }] });
+      await host.service.stopSandbox(id);
+      if (mode === 'chat-only') {
+        await assert.rejects(host.recover(id), { code: 'RECOVER_NO_CHECKPOINT' });
+        return;
+      }
+      const r = await host.recover(id);
+      assert.equal(r.turn, killAt);
+      const out = await s('pwd; echo $T; tail -1 log; jobs | wc -l');
+      assert.deepEqual(out.stdout.trim().split('\n'), ['/root', String(killAt), String(killAt), String(killAt)]);
+    });
+  }
+
+  test('metrics expose queue, job and gate figures', () => {
+    const text = host.metrics();
+    assert.match(text, /gate/);
+  });
+});
