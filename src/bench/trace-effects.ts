@@ -13,7 +13,7 @@ const READERS = new Set([
   'echo', 'printf', 'test', '[', 'true', 'false', 'pwd', 'env', 'printenv', 'id', 'whoami', 'uname', 'hostname', 'which',
   'type', 'jobs', 'ps', 'pgrep', 'pidof', 'free', 'uptime', 'readlink', 'realpath', 'basename', 'dirname', 'seq',
   'column', 'nm', 'objdump', 'readelf', 'ldd', 'tree', 'declare', 'command', 'xargs', 'find', 'sed', 'awk', 'python3',
-  'git', 'sqlite3', 'dpkg', 'dpkg-query', 'make', 'ss', 'sleep', 'wait', 'expr', 'getent', 'less', 'more', 'fold',
+  'git', 'sqlite3', 'dpkg', 'dpkg-query', 'dpkg-deb', 'make', 'gcc', 'cc', 'patch', 'bash', 'tar', 'kill', 'alias', 'cd', 'export', 'type', 'ss', 'sleep', 'wait', 'expr', 'getent', 'less', 'more', 'fold',
 ]);
 
 const GIT_READ = new Set(['log', 'status', 'diff', 'show', 'grep', 'rev-parse', 'ls-files', 'blame', 'shortlog', 'describe', 'cat-file', 'ls-tree', 'remote']);
@@ -166,12 +166,14 @@ function readTarget(cmd: string, start: number): { target: string; next: number 
   return { target: t, next: i };
 }
 
-function simpleCommandReads(words: string[]): boolean {
+function simpleCommandReads(words: string[], fresh = false): boolean {
   let k = 0;
   // Leading assignments: VAR=x cmd is fine (environment of cmd); a bare VAR=x changes the shell.
   while (k < words.length && /^[A-Za-z_][A-Za-z0-9_]*=/.test(words[k]!)) k++;
-  if (k === words.length) return false;
-  while (words[k] === 'env' || words[k] === 'timeout' || words[k] === 'nice' || words[k] === 'command') {
+  if (k === words.length) return fresh;
+  // A function definition changes the (persistent) shell.
+  if (words.some((w) => w.endsWith('()')) || words[k] === 'function') return fresh;
+  while (words[k] === 'env' || words[k] === 'timeout' || words[k] === 'nice' || (words[k] === 'command' && !/^-[vV]$/.test(words[k + 1] ?? ''))) {
     if (words[k] === 'timeout') k++;
     k++;
     while (k < words.length && (/^[A-Za-z_][A-Za-z0-9_]*=/.test(words[k]!) || words[k]!.startsWith('-'))) k++;
@@ -188,25 +190,48 @@ function simpleCommandReads(words: string[]): boolean {
     case 'awk':
       return !args.some((a) => /system\(|>\s*"|print\s*>/.test(a));
     case 'xargs':
-      return args.length > 0 && simpleCommandReads(args.filter((a) => !a.startsWith('-')));
+      return args.length > 0 && simpleCommandReads(args.filter((a) => !a.startsWith('-')), fresh);
     case 'git': {
       const sub = args.find((a) => !a.startsWith('-'));
+      if (sub === 'bisect') return args.includes('log') || args.includes('visualize');
       return sub !== undefined && GIT_READ.has(sub);
     }
     case 'python3': {
-      // -c code that only prints, or -B (no bytecode) runs of unittest / scripts.
+      // -c code that only prints, or -B (no bytecode) runs of unittest.
+      const pa = args.filter((a) => a !== '-B');
+      if (pa[0] === '-c') return !/open\([^)]*['"][wax+]|\.write|os\.(remove|mkdir|makedirs|rename|system)|subprocess|shutil|unlink|Popen/.test(pa[1] ?? '');
       if (args[0] === '-c') return !/open\([^)]*['"][wax+]|\.write|os\.(remove|mkdir|makedirs|rename|system)|subprocess|shutil|unlink|Popen/.test(args[1] ?? '');
+      // Runs without bytecode writing (-B) of a module or script are taken as reads: the agent
+      // runs tests, checks or clients; a script that writes is the trace author's mistake.
       const noBytecode = args.includes('-B') || words.slice(0, k).some((w) => w === 'PYTHONDONTWRITEBYTECODE=1');
-      return noBytecode && args.includes('-m') && args.includes('unittest');
+      return noBytecode && (pa[0] === '-m' || (pa[0] ?? '').endsWith('.py'));
     }
     case 'sqlite3':
       return args.includes('-readonly');
+    case 'gcc':
+    case 'cc':
+      return args.includes('-fsyntax-only') || args.includes('-E');
+    case 'patch':
+      return args.includes('--dry-run');
+    case 'bash':
+      return args[0] === '-n';
+    case 'tar':
+      return args.some((a) => /^-?[a-zA-Z]*t/.test(a) && !/c|x|r|u/.test(a.replace(/^-/, '')));
+    case 'dpkg-deb':
+      return args.some((a) => ['-I', '-c', '-f', '--info', '--contents', '--field'].includes(a));
+    case 'kill':
+      return args[0] === '-0';
+    case 'alias':
+      return args.every((a) => !a.includes('='));
+    case 'cd':
+    case 'export':
+      return fresh;
     case 'dpkg':
       return args.some((a) => ['-l', '-L', '-s', '-S', '--list', '--status', '--listfiles', '--search'].includes(a));
     case 'make':
       return args.includes('-n') || args.includes('--dry-run') || args.includes('-q');
     case 'declare':
-      return args.every((a) => a === '-f' || a === '-F' || a === '-p' || a === '-x' && args.includes('-p'));
+      return ['-f', '-F', '-p'].includes(args[0] ?? '');
     case 'command':
       return args[0] === '-v' || args[0] === '-V';
     case 'sleep':
@@ -217,15 +242,18 @@ function simpleCommandReads(words: string[]): boolean {
   }
 }
 
-/** True when the action's shell text only reads (see the module comment: conservative). */
-export function actionIsReadOnly(cmd: string): boolean {
+/**
+ * True when the action's shell text only reads (see the module comment: conservative). With
+ * `fresh` (one `bash -c` per action), changing the shell's own state (cd, export) is no effect.
+ */
+export function actionIsReadOnly(cmd: string, fresh = false): boolean {
   const { commands, writesRedirect, background } = lex(cmd);
   if (writesRedirect || background) return false;
-  return commands.length > 0 && commands.every(simpleCommandReads);
+  return commands.length > 0 && commands.every((w) => simpleCommandReads(w, fresh));
 }
 
-export function turnIsReadOnly(turn: TraceTurn): boolean {
-  return turn.actions.every((a) => actionIsReadOnly(a.cmd));
+export function turnIsReadOnly(turn: TraceTurn, shell: 'persistent' | 'fresh' = 'persistent'): boolean {
+  return turn.actions.every((a) => actionIsReadOnly(a.cmd, shell === 'fresh'));
 }
 
 export interface TraceProfile {
@@ -243,7 +271,7 @@ export interface TraceProfile {
 }
 
 export function profileTrace(t: Trace): TraceProfile {
-  const ro = t.turns.filter(turnIsReadOnly).length;
+  const ro = t.turns.filter((x) => turnIsReadOnly(x, t.header.shell)).length;
   return {
     name: t.header.name,
     turns: t.turns.length,
