@@ -373,6 +373,66 @@ program
   );
 
 program
+  .command('bench <traces...>')
+  .description('replay crab-trace/1 files (or directories of them) in every mode, with faults, and print the figures')
+  .option('--modes <list>', 'modes to compare: none, chat-only, full, crab', csv, ['none', 'chat-only', 'full', 'crab'])
+  .option('--faults <plan>', 'none | every-turn | random:N | turn:K[:after-actions|:mid-wait]', 'none')
+  .option('--latency-scale <x>', 'multiply recorded LLM waits in the fault sweep by this', Number, 1)
+  .option('--overhead-scale <x>', 'latency scale of the no-fault runs (overhead is only valid at 1)', Number, 1)
+  .option('--concurrency <n>', 'sandboxes replayed at once through one engine', positiveInt, 4)
+  .addOption(new Option('--policy <policy>', 'checkpoint scheduling policy').choices(['fifo', 'reactive']).default('reactive'))
+  .option('--json <file>', 'write the full report as JSON')
+  .option('--html <file>', 'write an HTML page with charts')
+  .action(
+    action(
+      async (
+        files: string[],
+        o: { modes: string[]; faults: string; latencyScale: number; overheadScale: number; concurrency: number; policy: 'fifo' | 'reactive'; json?: string; html?: string },
+      ) => {
+        const { loadTraces } = await import('../bench/trace.js');
+        const { parseFaultPlan, runBench } = await import('../bench/bench.js');
+        const { BENCH_MODES } = await import('../bench/replay.js');
+        const { renderTable, writeHtml, writeJson } = await import('../bench/report.js');
+        const { startReplayUpstream } = await import('../bench/replay-upstream.js');
+        const { CrabHost } = await import('../daemon/host.js');
+        const bad = o.modes.filter((m) => !(BENCH_MODES as readonly string[]).includes(m));
+        if (bad.length) throw invalid('BENCH_BAD_MODE', `unknown mode(s) ${bad.join(', ')}`, `Use some of ${BENCH_MODES.join(', ')}.`);
+        const faults = parseFaultPlan(o.faults);
+        if (!faults) throw invalid('BENCH_BAD_FAULTS', `--faults '${o.faults}' is not a fault plan`, 'Use none, every-turn, random:N or turn:K[:after-actions|:mid-wait].');
+        for (const x of [o.latencyScale, o.overheadScale]) if (!(x > 0)) throw invalid('BENCH_BAD_SCALE', 'latency scales must be positive numbers');
+        const traces = await loadTraces(files.map((f) => path.resolve(f)));
+        if (traces.length === 0) throw invalid('BENCH_NO_TRACES', `no *.trace.jsonl in ${files.join(' ')}`);
+        const upstream = await startReplayUpstream();
+        const log = rootLogger.child({ component: 'bench' });
+        const host = await CrabHost.start({ paths, log, policy: o.policy, proxy: { upstreamUrl: upstream.url } });
+        const tty = process.stderr.isTTY;
+        const started = Date.now();
+        try {
+          const rep = await runBench(
+            host,
+            traces,
+            { modes: o.modes as never, faults, latencyScale: o.latencyScale, overheadScale: o.overheadScale, concurrency: o.concurrency, onProgress: (done, total, last) => {
+              const width = 30;
+              const filled = Math.round((done / Math.max(1, total)) * width);
+              const eta = done ? Math.round(((Date.now() - started) / done) * (total - done) / 1000) : 0;
+              const msg = `[${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total} runs, ~${eta} s left${last ? `  (${last.trace} ${last.mode} ${last.fault}: ${last.correct ? 'ok' : 'INCORRECT'})` : ''}`;
+              process.stderr.write(tty ? `\r${msg.slice(0, process.stderr.columns ?? 120).padEnd(process.stderr.columns ?? 120)}` : `${msg}\n`);
+            } },
+            progress,
+          );
+          if (tty) process.stderr.write('\n');
+          process.stdout.write(renderTable(rep) + '\n');
+          if (o.json) writeJson(rep, o.json);
+          if (o.html) writeHtml(rep, o.html);
+        } finally {
+          await host.close();
+          await upstream.close();
+        }
+      },
+    ),
+  );
+
+program
   .command('daemon')
   .description('run the per-host daemon: owns all sandboxes, serves the API on a unix socket (0600)')
   .option('--tcp <host:port>', 'also listen on TCP (requires --token or CRAB_TOKEN)')

@@ -234,10 +234,11 @@ const VOLATILE_VARS = 'BASH[A-Z_]*|_|__crab_[a-z_]*|RANDOM|SRANDOM|SECONDS|LINEN
  * command could observe of the shell itself, so a turn of `cat` and `grep` leaves it unchanged.
  */
 function sessionStateFunction(sessionDir: string): string {
-  // The group runs in the session shell itself (no subshell: `jobs` must see its job table);
+  // The group runs in the session shell itself (no subshell: `jobs` must see its job table; without
+  // pids, so a job re-started identically after a recovery compares equal);
   // `>|` because the agent may have set noclobber.
   return (
-    `__crab_state() { { printf '%s\\n' "$PWD" "$OLDPWD"; declare -p; declare -f; alias; set +o; shopt -p; jobs -l; trap -p; umask; } >| ${sessionDir}/state.raw 2>&1; ` +
+    `__crab_state() { { printf '%s\\n' "$PWD" "$OLDPWD"; declare -p; declare -f; alias; set +o; shopt -p; jobs; trap -p; umask; } >| ${sessionDir}/state.raw 2>&1; ` +
     `grep -Ev '^declare -[-a-zA-Z]* (${VOLATILE_VARS})(=|$)' ${sessionDir}/state.raw | cksum >| ${sessionDir}/state; }`
   );
 }

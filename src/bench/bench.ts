@@ -1,0 +1,159 @@
+/**
+ * @module `crab bench`: replays traces in every mode on one host, side by side, with faults.
+ *
+ * Phase 1 (reference, overhead, traffic): every trace once per mode with no fault, at the
+ * overhead latency scale (1 by default: only scale-1 overhead figures are valid).
+ * Phase 2 (correctness sweep): every trace × mode (but none) × fault point at `latencyScale`.
+ * The `none` run of a trace is the reference final state the others must equal.
+ */
+import os from 'node:os';
+import type { CrabHost } from '../daemon/host.js';
+import { ensureImage } from '../image/image-builder.js';
+import type { Trace } from './trace.js';
+import { percentile, runReplay, type BenchMode, type Fault, type RunResult } from './replay.js';
+import type { FinalState } from './final-state.js';
+
+export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
+
+export interface BenchOptions {
+  modes: BenchMode[];
+  faults: FaultPlan;
+  /** Latency scale of the fault sweep (compressed waits for long correctness sweeps). */
+  latencyScale: number;
+  /** Latency scale of the no-fault runs that give overhead and traffic (1 = valid overhead). */
+  overheadScale: number;
+  concurrency: number;
+  onProgress?: (done: number, total: number, last: RunResult | null) => void;
+}
+
+export interface ModeSummary {
+  correctness: number;
+  runs: number;
+  overhead_vs_none: number | null;
+  traffic_vs_full: number | null;
+  gate_wait_p99_ms: number;
+  skip_fraction: number | null;
+  ckpt_bytes: number;
+}
+
+export interface BenchReport {
+  machine: { cpus: number; memGiB: number; kernel: string; node: string };
+  options: { modes: BenchMode[]; faults: string; latency_scale: number; overhead_scale: number; concurrency: number };
+  runs: RunResult[];
+  summary: Record<string, ModeSummary>;
+  started_at: string;
+  duration_ms: number;
+}
+
+/** The fault points of one trace under a plan. every-turn alternates kinds so both are covered. */
+export function faultPoints(plan: FaultPlan, turns: number, rand: () => number = Math.random): Fault[] {
+  switch (plan.kind) {
+    case 'none':
+      return [];
+    case 'every-turn':
+      return Array.from({ length: turns }, (_, i) => ({ turn: i + 1, when: i % 2 === 0 ? 'after-actions' : 'mid-wait' }) as Fault);
+    case 'random': {
+      const out: Fault[] = [];
+      for (let i = 0; i < plan.count; i++) out.push({ turn: 1 + Math.floor(rand() * turns), when: rand() < 0.5 ? 'after-actions' : 'mid-wait' });
+      return out;
+    }
+    case 'turn':
+      return plan.turn <= turns ? [{ turn: plan.turn, when: plan.when ?? 'after-actions' }] : [];
+  }
+}
+
+export function parseFaultPlan(text: string): FaultPlan | null {
+  if (text === 'none') return { kind: 'none' };
+  if (text === 'every-turn') return { kind: 'every-turn' };
+  let m = /^random:(\d+)$/.exec(text);
+  if (m) return { kind: 'random', count: Number(m[1]) };
+  m = /^turn:(\d+)(?::(after-actions|mid-wait))?$/.exec(text);
+  if (m) return { kind: 'turn', turn: Number(m[1]), when: m[2] as Fault['when'] | undefined };
+  return null;
+}
+
+async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptions, progress: (m: string) => void = () => undefined): Promise<BenchReport> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  // Images first (cached per package set), so no run pays for a build.
+  for (const pk of new Set(traces.map((t) => JSON.stringify([...t.header.image.packages].sort())))) {
+    const pkgs = JSON.parse(pk) as string[];
+    progress(`image: ${pkgs.join(',') || '(base)'}`);
+    await ensureImage(host.service.paths.images, traces[0]!.header.image.base, pkgs, progress);
+  }
+  const modes = opts.modes.includes('none') ? opts.modes : (['none', ...opts.modes] as BenchMode[]);
+  const phase1 = traces.flatMap((trace) => modes.map((mode) => ({ trace, mode, fault: null as Fault | null, latencyScale: opts.overheadScale })));
+  const phase2 = traces.flatMap((trace) =>
+    faultPoints(opts.faults, trace.turns.length).flatMap((fault) => modes.filter((m) => m !== 'none').map((mode) => ({ trace, mode, fault, latencyScale: opts.latencyScale }))),
+  );
+  const total = phase1.length + phase2.length;
+  const runs: RunResult[] = [];
+  const references = new Map<string, FinalState>();
+  let done = 0;
+  opts.onProgress?.(0, total, null);
+  const record = (r: RunResult) => {
+    runs.push(r);
+    done++;
+    opts.onProgress?.(done, total, r);
+  };
+  // References first: every other run of a trace is judged against its none run.
+  await pool(traces, opts.concurrency, async (trace) => {
+    const r = await runReplay(host, { trace, mode: 'none', fault: null, latencyScale: opts.overheadScale }, null);
+    if (r.final && r.reason === null) references.set(trace.header.name, r.final);
+    else r.correct = false;
+    record(r);
+  });
+  const rest = [...phase1.filter((s) => s.mode !== 'none'), ...phase2];
+  await pool(rest, opts.concurrency, async (spec) => {
+    const ref = references.get(spec.trace.header.name) ?? null;
+    const r = await runReplay(host, spec, ref);
+    if (!ref && r.correct) {
+      r.correct = false;
+      r.reason = 'no reference: the none run of this trace failed';
+    }
+    record(r);
+  });
+  for (const r of runs) delete r.final;
+  return {
+    machine: { cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
+    options: { modes, faults: JSON.stringify(opts.faults), latency_scale: opts.latencyScale, overhead_scale: opts.overheadScale, concurrency: opts.concurrency },
+    runs,
+    summary: summarize(runs, modes),
+    started_at: startedAt.toISOString(),
+    duration_ms: performance.now() - t0,
+  };
+}
+
+export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string, ModeSummary> {
+  const clean = (mode: BenchMode) => runs.filter((r) => r.mode === mode && r.fault === 'none');
+  const noneWall = new Map(clean('none').map((r) => [r.trace, r.wall_ms]));
+  const fullBytes = clean('full').reduce((a, r) => a + r.ckpt_bytes, 0);
+  const out: Record<string, ModeSummary> = {};
+  for (const mode of modes) {
+    const all = runs.filter((r) => r.mode === mode);
+    const c = clean(mode);
+    const overheads = c.filter((r) => noneWall.has(r.trace)).map((r) => r.wall_ms / noneWall.get(r.trace)! - 1);
+    const bytes = c.reduce((a, r) => a + r.ckpt_bytes, 0);
+    const boundaries = c.reduce((a, r) => a + r.ckpts.full + r.ckpts.process + r.ckpts.fs + r.ckpts.skip, 0);
+    const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
+    out[mode] = {
+      correctness: all.length ? all.filter((r) => r.correct).length / all.length : 0,
+      runs: all.length,
+      overhead_vs_none: mode === 'none' ? 0 : overheads.length ? overheads.reduce((a, b) => a + b, 0) / overheads.length : null,
+      traffic_vs_full: fullBytes > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullBytes : null,
+      gate_wait_p99_ms: percentile(all.flatMap((r) => r.gate_waits), 99),
+      skip_fraction: mode === 'crab' && boundaries ? skips / boundaries : null,
+      ckpt_bytes: bytes,
+    };
+  }
+  return out;
+}

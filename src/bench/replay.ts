@@ -1,0 +1,245 @@
+/**
+ * @module One replay of a trace in one mode with at most one fault, against a real sandbox, with
+ * the LLM side going through Crab's proxy (so turn boundaries are real proxied requests).
+ * See ../../shared/trace-format.md for the order of events and the recovery rules.
+ */
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { CrabHost } from '../daemon/host.js';
+import type { CheckpointMode } from '../coordinator/turn-controller.js';
+import type { ExecResult } from '../sandbox/channel.js';
+import type { Action, Trace } from './trace.js';
+import type { ReplayPayload } from './replay-upstream.js';
+import { finalState, stateDifference, type FinalState } from './final-state.js';
+
+export type BenchMode = 'none' | 'chat-only' | 'full' | 'crab';
+export const BENCH_MODES: readonly BenchMode[] = ['none', 'chat-only', 'full', 'crab'];
+
+/** A fault: kill the sandbox after turn K's actions, or in the middle of turn K's LLM wait. */
+export interface Fault {
+  turn: number;
+  when: 'after-actions' | 'mid-wait';
+}
+
+export const faultLabel = (f: Fault | null) => (f ? `${f.when}:${f.turn}` : 'none');
+
+export interface RunSpec {
+  trace: Trace;
+  mode: BenchMode;
+  fault: Fault | null;
+  latencyScale: number;
+}
+
+export interface RunResult {
+  trace: string;
+  mode: BenchMode;
+  fault: string;
+  latency_scale: number;
+  correct: boolean;
+  reason: string | null;
+  wall_ms: number;
+  ckpt_bytes: number;
+  ckpts: { full: number; process: number; fs: number; skip: number };
+  gate_wait_ms: { p50: number; p99: number };
+  gate_waits: number[];
+  restore_ms: number | null;
+  turns_rerun: number;
+  tokens_wasted: number;
+  /** New bytes per boundary index (traffic per turn), for the charts. */
+  bytes_per_turn: number[];
+  final?: FinalState;
+}
+
+const SESSION = 'agent';
+
+function sandboxName(spec: RunSpec): string {
+  const h = createHash('sha256').update(`${spec.trace.header.name}/${spec.mode}/${faultLabel(spec.fault)}/${process.pid}/${Math.random()}`).digest('hex').slice(0, 10);
+  return `bench-${spec.trace.header.name.replace(/[^a-z0-9-]/g, '').slice(0, 30)}-${h}`;
+}
+
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+class RunFailure extends Error {}
+
+export async function runReplay(host: CrabHost, spec: RunSpec, reference: FinalState | null): Promise<RunResult> {
+  const { trace, mode, fault, latencyScale } = spec;
+  const h = trace.header;
+  const id = sandboxName(spec);
+  const svc = host.service;
+  const persistent = h.shell === 'persistent';
+  const result: RunResult = {
+    trace: h.name,
+    mode,
+    fault: faultLabel(fault),
+    latency_scale: latencyScale,
+    correct: false,
+    reason: null,
+    wall_ms: 0,
+    ckpt_bytes: 0,
+    ckpts: { full: 0, process: 0, fs: 0, skip: 0 },
+    gate_wait_ms: { p50: 0, p99: 0 },
+    gate_waits: [],
+    restore_ms: null,
+    turns_rerun: 0,
+    tokens_wasted: 0,
+    bytes_per_turn: [],
+  };
+  const controllerMode: CheckpointMode = mode === 'none' ? 'off' : mode;
+
+  const exec = (cmd: string, timeoutS: number): Promise<ExecResult> =>
+    persistent ? svc.exec(id, cmd, { session: SESSION, timeoutMs: timeoutS * 1000 }) : svc.exec(id, cmd, { timeoutMs: timeoutS * 1000 });
+
+  const start = async () => {
+    await svc.createSandbox({ name: id, image: h.image.base, packages: h.image.packages, ephemeral: true });
+    host.setMode(id, controllerMode);
+    for (const cmd of h.setup) {
+      const r = await exec(cmd, 600);
+      if (r.exitCode !== 0) throw new RunFailure(`setup command failed (exit ${r.exitCode}): ${cmd}: ${r.stderr.slice(0, 200)}`);
+    }
+  };
+
+  const runAction = async (turn: number, a: Action) => {
+    const r = await exec(a.cmd, a.timeout_s);
+    if (a.expect_exit !== undefined && r.exitCode !== a.expect_exit) {
+      throw new RunFailure(`turn ${turn}: '${a.cmd.slice(0, 60)}' exited ${r.exitCode}, expected ${a.expect_exit}`);
+    }
+    if (a.expect_stdout !== undefined && !r.stdout.includes(a.expect_stdout)) {
+      throw new RunFailure(`turn ${turn}: stdout of '${a.cmd.slice(0, 60)}' lacks ${JSON.stringify(a.expect_stdout)}`);
+    }
+  };
+  const runTurnActions = async (turn: number) => {
+    for (const a of trace.turns[turn - 1]!.actions) await runAction(turn, a);
+  };
+
+  /** Sends turn N's LLM request (boundary N-1) through the proxy; resolves with the response. */
+  const ask = async (turn: number, opts: { killMidWait?: boolean } = {}): Promise<void> => {
+    const t = trace.turns[turn - 1];
+    const payload: ReplayPayload = {
+      latency_ms: Math.round((t ? t.llm.latency_ms : 1000) * latencyScale),
+      response: t?.llm.response ?? (t ? `run: ${t.actions.map((a) => a.cmd).join(' && ')}` : 'done'),
+      prompt_tokens: t?.llm.prompt_tokens ?? 0,
+      completion_tokens: t?.llm.completion_tokens ?? 0,
+    };
+    const req = fetch(`${host.proxyUrl}/s/${id}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer replay' },
+      body: JSON.stringify({ model: 'replay', messages: [{ role: 'user', content: `turn ${turn}` }], crab_replay: payload }),
+    }).then(async (res) => {
+      if (!res.ok) throw new RunFailure(`LLM request of turn ${turn} failed: HTTP ${res.status}`);
+      await res.arrayBuffer();
+    });
+    if (opts.killMidWait) {
+      await sleep(Math.max(1, payload.latency_ms / 2));
+      await svc.stopSandbox(id);
+    }
+    await req;
+  };
+
+  const lastTurn = trace.turns.length;
+  const t0 = performance.now();
+  try {
+    await start();
+    let turn = 1;
+    let faulted = false;
+    while (turn <= lastTurn + 1) {
+      const midWait = !faulted && fault?.when === 'mid-wait' && fault.turn === turn;
+      await ask(turn, { killMidWait: midWait });
+      if (midWait) {
+        faulted = true;
+        result.tokens_wasted += trace.turns[turn - 1]!.llm.prompt_tokens + trace.turns[turn - 1]!.llm.completion_tokens;
+        turn = await recover(turn - 1, true);
+        continue; // ask turn `turn` again
+      }
+      if (turn > lastTurn) break; // the final request: the last boundary
+      await runTurnActions(turn);
+      if (!faulted && fault?.when === 'after-actions' && fault.turn === turn) {
+        faulted = true;
+        await svc.stopSandbox(id);
+        turn = await recover(turn, false);
+        continue;
+      }
+      turn++;
+    }
+
+    /**
+     * After a kill with turns 1..doneTurns completed: bring the sandbox back per the mode and
+     * re-run the actions the restored state lacks. Returns the turn whose LLM request comes next.
+     */
+    async function recover(doneTurns: number, _askAgain: boolean): Promise<number> {
+      // After a mid-wait kill the lost request (turn doneTurns+1) is asked again; after an
+      // after-actions kill the next request is turn doneTurns+1 too.
+      const next = doneTurns + 1;
+      if (mode === 'chat-only' || mode === 'none') {
+        // The framework only has the chat: a fresh sandbox from the image, and on it goes.
+        await svc.removeSandbox(id);
+        await start();
+        return next;
+      }
+      const records = host.proxy!.turns(id);
+      let resumeAt: number;
+      try {
+        const t = performance.now();
+        const r = await host.recover(id);
+        result.restore_ms = performance.now() - t;
+        // Boundaries after the restored checkpoint that were skipped changed nothing: the restored
+        // state is also theirs. Boundary b = state after turns 1..b.
+        resumeAt = r.turn ?? 0;
+        for (let b = resumeAt + 1; b <= doneTurns; b++) {
+          const rec = records.find((x) => x.turnIndex === b);
+          if (rec?.gate !== 'skipped') break;
+          resumeAt = b;
+        }
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'RECOVER_NO_CHECKPOINT') throw err;
+        await svc.removeSandbox(id).catch(() => undefined);
+        await start();
+        resumeAt = 0;
+      }
+      for (let t = resumeAt + 1; t <= doneTurns; t++) {
+        // Re-run turn t's actions: its LLM response is already in the conversation (no tokens).
+        await runTurnActions(t);
+        result.turns_rerun++;
+      }
+      // The next request is the boundary after turn doneTurns.
+      host.proxy!.setNextTurnIndex(id, doneTurns);
+      return next;
+    }
+
+    result.wall_ms = performance.now() - t0;
+    for (const v of h.verify) {
+      const r = await svc.exec(id, v.cmd, { timeoutMs: 120_000 });
+      if (r.exitCode !== (v.expect_exit ?? 0)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' exited ${r.exitCode}, expected ${v.expect_exit ?? 0}`);
+      if (v.expect_stdout !== undefined && !r.stdout.includes(v.expect_stdout)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' stdout lacks ${JSON.stringify(v.expect_stdout)}`);
+    }
+    result.final = finalState(svc.sandboxes, id, persistent ? SESSION : null);
+    const diff = reference ? stateDifference(reference, result.final) : null;
+    result.correct = diff === null;
+    result.reason = diff;
+  } catch (err) {
+    result.wall_ms ||= performance.now() - t0;
+    result.correct = false;
+    result.reason = err instanceof RunFailure ? err.message : `error: ${(err as Error).message}`;
+  } finally {
+    await collectFigures(host, id, result).catch(() => undefined); // figures are best effort; correctness is decided
+    await svc.removeSandbox(id).catch(() => undefined);
+    await host.checkpointer.catalog.deleteSandbox(id, { cascade: true }).catch(() => undefined);
+  }
+  return result;
+}
+
+async function collectFigures(host: CrabHost, id: string, result: RunResult): Promise<void> {
+  const records = host.proxy?.turns(id) ?? [];
+  result.gate_waits = records.map((r) => r.gateWaitMs ?? 0);
+  result.gate_wait_ms = { p50: percentile(result.gate_waits, 50), p99: percentile(result.gate_waits, 99) };
+  result.ckpts.skip = records.filter((r) => r.gate === 'skipped').length;
+  const cks = await host.checkpointer.catalog.listCheckpoints(id).catch(() => []);
+  for (const c of cks) {
+    result.ckpts[c.kind]++;
+    result.ckpt_bytes += c.newBytes;
+    if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + c.newBytes;
+  }
+}

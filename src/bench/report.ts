@@ -1,0 +1,102 @@
+/** @module Bench output: the terminal table, the JSON file and an HTML page with charts. */
+import fs from 'node:fs';
+import type { BenchReport } from './bench.js';
+import type { RunResult } from './replay.js';
+
+const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
+const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+
+export function renderTable(rep: BenchReport): string {
+  const lines: string[] = [];
+  const row = (cells: string[], widths: number[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const head = ['trace', 'mode', 'correct', 'wall (s, no fault)', 'overhead', 'ckpts f/p/fs/skip', 'traffic', 'gate p99 ms', 'restore ms'];
+  const body: string[][] = [];
+  const traces = [...new Set(rep.runs.map((r) => r.trace))];
+  for (const t of traces) {
+    for (const mode of rep.options.modes) {
+      const rs = rep.runs.filter((r) => r.trace === t && r.mode === mode);
+      const clean = rs.find((r) => r.fault === 'none');
+      const none = rep.runs.find((r) => r.trace === t && r.mode === 'none');
+      const restores = rs.map((r) => r.restore_ms).filter((x): x is number => x !== null);
+      body.push([
+        t,
+        mode,
+        `${rs.filter((r) => r.correct).length}/${rs.length}`,
+        clean ? (clean.wall_ms / 1000).toFixed(1) : '-',
+        clean && none && mode !== 'none' ? pct(clean.wall_ms / none.wall_ms - 1) : '-',
+        clean ? `${clean.ckpts.full}/${clean.ckpts.process}/${clean.ckpts.fs}/${clean.ckpts.skip}` : '-',
+        clean ? mib(clean.ckpt_bytes) : '-',
+        clean ? String(Math.round(clean.gate_wait_ms.p99)) : '-',
+        restores.length ? String(Math.round(restores.reduce((a, b) => a + b, 0) / restores.length)) : '-',
+      ]);
+    }
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  lines.push(row(head, widths), row(widths.map((w) => '-'.repeat(w)), widths), ...body.map((b) => row(b, widths)));
+  lines.push('');
+  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'traffic vs full', 'gate p99 ms', 'skip fraction'];
+  const sb = Object.entries(rep.summary).map(([mode, s]) => [
+    mode,
+    pct(s.correctness),
+    String(s.runs),
+    pct(s.overhead_vs_none),
+    pct(s.traffic_vs_full),
+    String(Math.round(s.gate_wait_p99_ms)),
+    pct(s.skip_fraction),
+  ]);
+  const sw = sh.map((h, i) => Math.max(h.length, ...sb.map((b) => b[i]!.length)));
+  lines.push(row(sh, sw), row(sw.map((w) => '-'.repeat(w)), sw), ...sb.map((b) => row(b, sw)));
+  lines.push(
+    '',
+    `overhead and traffic: no-fault runs at latency scale ${rep.options.overhead_scale}${rep.options.overhead_scale === 1 ? '' : ' (NOT valid as overhead figures: only scale 1 is)'}; ` +
+      `fault sweep at latency scale ${rep.options.latency_scale}; concurrency ${rep.options.concurrency}; ` +
+      `${rep.machine.cpus} CPUs, ${rep.machine.memGiB} GiB, kernel ${rep.machine.kernel}; ${(rep.duration_ms / 1000).toFixed(0)} s`,
+  );
+  const wrong = rep.runs.filter((r) => !r.correct && r.mode !== 'chat-only').slice(0, 20);
+  if (wrong.length) lines.push('', 'incorrect runs (not chat-only):', ...wrong.map((r) => `  ${r.trace} ${r.mode} ${r.fault}: ${r.reason}`));
+  return lines.join('\n');
+}
+
+export function writeJson(rep: BenchReport, file: string): void {
+  const runs = rep.runs.map((r) => {
+    const { gate_waits: _g, bytes_per_turn: _b, final: _f, ...rest } = r;
+    return rest;
+  });
+  fs.writeFileSync(file, JSON.stringify({ ...rep, runs }, null, 2));
+}
+
+function bars(values: number[], w: number, h: number, color: string): string {
+  const max = Math.max(1, ...values);
+  const bw = w / Math.max(1, values.length);
+  return values.map((v, i) => `<rect x="${(i * bw).toFixed(1)}" y="${(h - (v / max) * h).toFixed(1)}" width="${Math.max(1, bw - 1).toFixed(1)}" height="${((v / max) * h).toFixed(1)}" fill="${color}"><title>${v}</title></rect>`).join('');
+}
+
+/** An HTML page: traffic per turn (full vs crab), gate wait distribution, timeline per sandbox run. */
+export function writeHtml(rep: BenchReport, file: string): void {
+  const clean = (mode: string) => rep.runs.filter((r: RunResult) => r.mode === mode && r.fault === 'none');
+  const sections: string[] = [];
+  for (const t of [...new Set(rep.runs.map((r) => r.trace))]) {
+    const full = clean('full').find((r) => r.trace === t);
+    const crab = clean('crab').find((r) => r.trace === t);
+    if (!full && !crab) continue;
+    const n = Math.max(full?.bytes_per_turn.length ?? 0, crab?.bytes_per_turn.length ?? 0);
+    const fv = Array.from({ length: n }, (_, i) => full?.bytes_per_turn[i] ?? 0);
+    const cv = Array.from({ length: n }, (_, i) => crab?.bytes_per_turn[i] ?? 0);
+    sections.push(
+      `<h3>${t}</h3><p>traffic per turn boundary (new bytes): full <span style="color:#c44">■</span> vs crab <span style="color:#36c">■</span></p>` +
+        `<svg width="600" height="80">${bars(fv, 600, 80, '#c44')}</svg><br><svg width="600" height="80">${bars(cv, 600, 80, '#36c')}</svg>`,
+    );
+  }
+  const waits = clean('crab').flatMap((r) => r.gate_waits);
+  const buckets = [0, 1, 5, 10, 50, 100, 250, 500, 1000, 5000];
+  const hist = buckets.map((b, i) => waits.filter((w) => w >= b && (i === buckets.length - 1 || w < buckets[i + 1]!)).length);
+  const timeline = clean('crab')
+    .map((r) => `<div>${r.trace}: ${r.gate_waits.map((g) => `<span title="${Math.round(g)} ms" style="display:inline-block;width:8px;height:12px;margin:1px;background:${g > 50 ? '#c44' : g > 0 ? '#fa3' : '#3a3'}"></span>`).join('')}</div>`)
+    .join('');
+  const html = `<!doctype html><meta charset="utf-8"><title>crab bench</title><style>body{font:14px sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}</style>
+<h1>crab bench</h1><pre>${renderTable(rep).replace(/&/g, '&amp;').replace(/</g, '&lt;')}</pre>
+<h2>Gate wait distribution (crab, no fault)</h2><p>buckets (ms): ${buckets.join(', ')}</p><svg width="600" height="100">${bars(hist, 600, 100, '#36c')}</svg>
+<h2>Timeline per sandbox (crab, no fault): one box per turn; green = no wait, orange = held, red = held &gt; 50 ms</h2>${timeline}
+<h2>Traffic per turn</h2>${sections.join('\n')}`;
+  fs.writeFileSync(file, html);
+}
