@@ -10,8 +10,8 @@ import os from 'node:os';
 import type { CrabHost } from '../daemon/host.js';
 import { ensureImage } from '../image/image-builder.js';
 import type { Trace } from './trace.js';
-import { percentile, runReplay, type BenchMode, type Fault, type RunResult } from './replay.js';
-import type { FinalState } from './final-state.js';
+import { percentile, runReplay, type BenchMode, type Fault, type Reference, type RunResult } from './replay.js';
+import { noiseBetween, stateDifference } from './final-state.js';
 
 export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
 
@@ -95,9 +95,9 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
   const phase2 = traces.flatMap((trace) =>
     faultPoints(opts.faults, trace.turns.length).flatMap((fault) => modes.filter((m) => m !== 'none').map((mode) => ({ trace, mode, fault, latencyScale: opts.latencyScale }))),
   );
-  const total = phase1.length + phase2.length;
+  const total = phase1.length + traces.length + phase2.length;
   const runs: RunResult[] = [];
-  const references = new Map<string, FinalState>();
+  const references = new Map<string, Reference>();
   let done = 0;
   opts.onProgress?.(0, total, null);
   const record = (r: RunResult) => {
@@ -105,12 +105,24 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     done++;
     opts.onProgress?.(done, total, r);
   };
-  // References first: every other run of a trace is judged against its none run.
+  // References first: every other run of a trace is judged against its none run. A second none
+  // run tells which paths differ from run to run anyway (timestamps, inode numbers): those are noise.
   await pool(traces, opts.concurrency, async (trace) => {
-    const r = await runReplay(host, { trace, mode: 'none', fault: null, latencyScale: opts.overheadScale }, null);
-    if (r.final && r.reason === null) references.set(trace.header.name, r.final);
-    else r.correct = false;
-    record(r);
+    const spec = { trace, mode: 'none' as const, fault: null, latencyScale: opts.overheadScale };
+    const [a, b] = [await runReplay(host, spec, null), await runReplay(host, { ...spec, latencyScale: opts.latencyScale }, null)];
+    if (a.final && a.reason === null && b.final && b.reason === null) {
+      const noise = noiseBetween(a.final, b.final);
+      references.set(trace.header.name, { state: a.final, noise });
+      const why = stateDifference(a.final, b.final, noise);
+      a.correct = true;
+      b.correct = why === null;
+      b.reason = why;
+    } else {
+      a.correct = b.correct = false;
+    }
+    record(a);
+    b.fault = 'none-repeat';
+    record(b);
   });
   const rest = [...phase1.filter((s) => s.mode !== 'none'), ...phase2];
   await pool(rest, opts.concurrency, async (spec) => {

@@ -14,12 +14,28 @@ const VOLATILE = [/^run\/crab(\/|$)/, /(^|\/)__pycache__(\/|$)/, /^var\/log(\/|$
 
 export interface FinalState {
   filesHash: string;
+  /** Path → description (type, mode, size, content hash) of every entry of the writable layer. */
+  files: Record<string, string>;
   processes: string[];
   shell: string | null;
 }
 
-export function upperHash(upper: string): string {
-  const h = createHash('sha256');
+/**
+ * The writable layer's entries. A directory the upper only holds because something was created
+ * or copied up below it (same mode as in a lower layer) is not an entry of its own: CRIU, for one,
+ * copies up /tmp during a dump.
+ */
+export function upperEntries(upper: string, lowerDirs: readonly string[] = []): Record<string, string> {
+  const out: Record<string, string> = {};
+  const sameAsLower = (r: string, mode: number) =>
+    lowerDirs.some((l) => {
+      try {
+        const st = fs.lstatSync(path.join(l, r));
+        return st.isDirectory() && (st.mode & 0o7777) === mode;
+      } catch {
+        return false; // not in this lower
+      }
+    });
   const walk = (rel: string) => {
     const names = fs.readdirSync(path.join(upper, rel)).sort();
     for (const n of names) {
@@ -28,19 +44,19 @@ export function upperHash(upper: string): string {
       const p = path.join(upper, r);
       const st = fs.lstatSync(p);
       if (st.isDirectory()) {
-        h.update(`d ${r} ${st.mode & 0o7777}\n`);
+        if (!sameAsLower(r, st.mode & 0o7777) ) out[r] = `d ${st.mode & 0o7777}`;
         walk(r);
       } else if (st.isSymbolicLink()) {
-        h.update(`l ${r} ${fs.readlinkSync(p)}\n`);
+        out[r] = `l ${fs.readlinkSync(p)}`;
       } else if (st.isFile()) {
-        h.update(`f ${r} ${st.mode & 0o7777} ${st.size} ${createHash('sha256').update(fs.readFileSync(p)).digest('hex')}\n`);
+        out[r] = `f ${st.mode & 0o7777} ${st.size} ${createHash('sha256').update(fs.readFileSync(p)).digest('hex').slice(0, 16)}`;
       } else {
-        h.update(`o ${r} ${st.mode} ${st.rdev}\n`); // whiteouts, fifos
+        out[r] = `o ${st.mode} ${st.rdev}`; // whiteouts, fifos
       }
     }
   };
   walk('');
-  return h.digest('hex');
+  return out;
 }
 
 export function finalState(m: SandboxManager, id: string, session: string | null): FinalState {
@@ -53,16 +69,52 @@ export function finalState(m: SandboxManager, id: string, session: string | null
       continue; // exited meanwhile
     }
   }
+  const files = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs);
   return {
-    filesHash: upperHash(m.dirs(id).upper),
+    filesHash: createHash('sha256').update(JSON.stringify(files)).digest('hex'),
+    files,
     processes: processes.sort(),
     shell: session ? m.channel(id).sessionState(session) : null,
   };
 }
 
-/** Why two final states differ, or null when equal. */
-export function stateDifference(want: FinalState, got: FinalState): string | null {
-  if (want.filesHash !== got.filesHash) return 'files differ from the no-fault run';
+/** Paths whose entries differ between two states (e.g. two no-fault runs: timestamps, inode numbers in .git/index). */
+export function differingPaths(a: FinalState, b: FinalState): Set<string> {
+  const out = new Set<string>();
+  for (const p of new Set([...Object.keys(a.files), ...Object.keys(b.files)])) if (a.files[p] !== b.files[p]) out.add(p);
+  return out;
+}
+
+/**
+ * What two no-fault runs disagree on: those paths, and the directories in which entries come and
+ * go from run to run (git's objects/ named by commit hashes that embed timestamps).
+ */
+export interface Noise {
+  paths: ReadonlySet<string>;
+  volatileDirs: ReadonlySet<string>;
+}
+
+export function noiseBetween(a: FinalState, b: FinalState): Noise {
+  const paths = differingPaths(a, b);
+  const volatileDirs = new Set<string>();
+  for (const p of paths) if (!(p in a.files) || !(p in b.files)) volatileDirs.add(path.posix.dirname(p));
+  return { paths, volatileDirs };
+}
+
+function isNoise(p: string, want: FinalState, got: FinalState, noise: Noise): boolean {
+  if (noise.paths.has(p)) return true;
+  if (p in want.files && p in got.files) return false;
+  for (let q = path.posix.dirname(p); q !== '.' && q !== '/'; q = path.posix.dirname(q)) if (noise.volatileDirs.has(q)) return true;
+  return false;
+}
+
+/** Why two final states differ (ignoring noise), or null when equal. */
+export function stateDifference(want: FinalState, got: FinalState, noise: Noise = { paths: new Set(), volatileDirs: new Set() }): string | null {
+  const diff = [...differingPaths(want, got)].filter((p) => !isNoise(p, want, got, noise));
+  if (diff.length) {
+    const show = diff.slice(0, 3).map((p) => `${p}: ${want.files[p] ?? 'absent'} → ${got.files[p] ?? 'absent'}`);
+    return `files differ from the no-fault run (${diff.length}): ${show.join('; ')}`;
+  }
   if (JSON.stringify(want.processes) !== JSON.stringify(got.processes)) {
     const missing = want.processes.filter((p) => !got.processes.includes(p));
     const extra = got.processes.filter((p) => !want.processes.includes(p));

@@ -10,7 +10,8 @@ import type { CheckpointMode } from '../coordinator/turn-controller.js';
 import type { ExecResult } from '../sandbox/channel.js';
 import type { Action, Trace } from './trace.js';
 import type { ReplayPayload } from './replay-upstream.js';
-import { finalState, stateDifference, type FinalState } from './final-state.js';
+import { finalState, stateDifference, type FinalState, type Noise } from './final-state.js';
+
 
 export type BenchMode = 'none' | 'chat-only' | 'full' | 'crab';
 export const BENCH_MODES: readonly BenchMode[] = ['none', 'chat-only', 'full', 'crab'];
@@ -65,7 +66,13 @@ export function percentile(xs: number[], p: number): number {
 
 class RunFailure extends Error {}
 
-export async function runReplay(host: CrabHost, spec: RunSpec, reference: FinalState | null): Promise<RunResult> {
+export interface Reference {
+  state: FinalState;
+  /** What differs between two no-fault runs: run-dependent content, not judged. */
+  noise: Noise;
+}
+
+export async function runReplay(host: CrabHost, spec: RunSpec, reference: Reference | null): Promise<RunResult> {
   const { trace, mode, fault, latencyScale } = spec;
   const h = trace.header;
   const id = sandboxName(spec);
@@ -216,7 +223,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: FinalS
       if (v.expect_stdout !== undefined && !r.stdout.includes(v.expect_stdout)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' stdout lacks ${JSON.stringify(v.expect_stdout)}`);
     }
     result.final = finalState(svc.sandboxes, id, persistent ? SESSION : null);
-    const diff = reference ? stateDifference(reference, result.final) : null;
+    const diff = reference ? stateDifference(reference.state, result.final, reference.noise) : null;
     result.correct = diff === null;
     result.reason = diff;
   } catch (err) {
@@ -235,8 +242,10 @@ async function collectFigures(host: CrabHost, id: string, result: RunResult): Pr
   const records = host.proxy?.turns(id) ?? [];
   result.gate_waits = records.map((r) => r.gateWaitMs ?? 0);
   result.gate_wait_ms = { p50: percentile(result.gate_waits, 50), p99: percentile(result.gate_waits, 99) };
-  result.ckpts.skip = records.filter((r) => r.gate === 'skipped').length;
   const cks = await host.checkpointer.catalog.listCheckpoints(id).catch(() => []);
+  // Boundaries that took no checkpoint (skipped by the inspector, or a mode that takes none).
+  const taken = new Set(cks.map((c) => c.turn));
+  result.ckpts.skip = new Set(records.map((r) => r.turnIndex).filter((t) => !taken.has(t))).size;
   for (const c of cks) {
     result.ckpts[c.kind]++;
     result.ckpt_bytes += c.newBytes;

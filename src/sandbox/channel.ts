@@ -226,8 +226,8 @@ function hasReader(p: string): boolean {
   }
 }
 
-/** Variables that change without the agent changing anything (and Crab's own). */
-const VOLATILE_VARS = 'BASH[A-Z_]*|_|__crab_[a-z_]*|RANDOM|SRANDOM|SECONDS|LINENO|PIPESTATUS|EPOCHSECONDS|EPOCHREALTIME|HISTCMD|FUNCNAME|GROUPS|COLUMNS|LINES';
+/** Variables that change without the agent changing anything, differ only by sandbox (HOSTNAME), or are Crab's own. */
+const VOLATILE_VARS = 'BASH[A-Z_]*|_|__crab_[a-z_]*|HOSTNAME|RANDOM|SRANDOM|SECONDS|LINENO|PIPESTATUS|EPOCHSECONDS|EPOCHREALTIME|HISTCMD|FUNCNAME|GROUPS|COLUMNS|LINES';
 
 /**
  * A one-line bash function the session runs after each command: it digests everything a later
