@@ -64,7 +64,8 @@ export function finalState(m: SandboxManager, id: string, session: string | null
   for (const p of processesOf(id)) {
     if (p.nsPid === 1) continue;
     try {
-      processes.push(fs.readFileSync(`/proc/${p.hostPid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' '));
+      const cmdline = fs.readFileSync(`/proc/${p.hostPid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
+      if (cmdline) processes.push(cmdline); // empty: a zombie not reaped yet, already gone in effect
     } catch {
       continue; // exited meanwhile
     }
