@@ -10,7 +10,7 @@ import os from 'node:os';
 import type { CrabHost } from '../daemon/host.js';
 import { ensureImage } from '../image/image-builder.js';
 import type { Trace } from './trace.js';
-import { percentile, runReplay, type BenchMode, type Fault, type Reference, type RunResult } from './replay.js';
+import { percentile, runReplay, type BenchMode, type Fault, type RunResult, type RunSpec } from './replay.js';
 import { noiseBetween, stateDifference } from './final-state.js';
 
 export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
@@ -96,44 +96,20 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     faultPoints(opts.faults, trace.turns.length).flatMap((fault) => modes.filter((m) => m !== 'none').map((mode) => ({ trace, mode, fault, latencyScale: opts.latencyScale }))),
   );
   const total = phase1.length + traces.length + phase2.length;
-  const runs: RunResult[] = [];
-  const references = new Map<string, Reference>();
   let done = 0;
   opts.onProgress?.(0, total, null);
-  const record = (r: RunResult) => {
-    runs.push(r);
-    done++;
-    opts.onProgress?.(done, total, r);
-  };
-  // References first: every other run of a trace is judged against its none run. A second none
-  // run tells which paths differ from run to run anyway (timestamps, inode numbers): those are noise.
-  await pool(traces, opts.concurrency, async (trace) => {
-    const spec = { trace, mode: 'none' as const, fault: null, latencyScale: opts.overheadScale };
-    const [a, b] = [await runReplay(host, spec, null), await runReplay(host, { ...spec, latencyScale: opts.latencyScale }, null)];
-    if (a.final && a.reason === null && b.final && b.reason === null) {
-      const noise = noiseBetween(a.final, b.final);
-      references.set(trace.header.name, { state: a.final, noise });
-      const why = stateDifference(a.final, b.final, noise);
-      a.correct = true;
-      b.correct = why === null;
-      b.reason = why;
-    } else {
-      a.correct = b.correct = false;
-    }
-    record(a);
-    b.fault = 'none-repeat';
-    record(b);
-  });
-  const rest = [...phase1.filter((s) => s.mode !== 'none'), ...phase2];
-  await pool(rest, opts.concurrency, async (spec) => {
-    const ref = references.get(spec.trace.header.name) ?? null;
-    const r = await runReplay(host, spec, ref);
-    if (!ref && r.correct) {
-      r.correct = false;
-      r.reason = 'no reference: the none run of this trace failed';
-    }
-    record(r);
-  });
+  const runs: RunResult[] = [];
+  const runAll = (specs: RunSpec[]) =>
+    pool(specs, opts.concurrency, async (spec) => {
+      const r = await runReplay(host, spec, null);
+      runs.push(r);
+      opts.onProgress?.(++done, total, r);
+    });
+  // Phase 1: all modes of a trace side by side (same load), no faults: overhead and traffic.
+  await runAll(phase1);
+  // Phase 2: a second no-fault run per trace (what differs between two clean runs is noise), then the faults.
+  await runAll([...traces.map((trace) => ({ trace, mode: 'none' as const, fault: null, latencyScale: opts.latencyScale, repeat: true })), ...phase2]);
+  judge(runs);
   for (const r of runs) delete r.final;
   return {
     machine: { cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
@@ -143,6 +119,27 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     started_at: startedAt.toISOString(),
     duration_ms: performance.now() - t0,
   };
+}
+
+/** Judges every run against its trace's no-fault run, with the noise two no-fault runs disagree on. */
+export function judge(runs: RunResult[]): void {
+  for (const ref of runs.filter((r) => r.mode === 'none' && r.fault === 'none')) {
+    const repeat = runs.find((r) => r.trace === ref.trace && r.fault === 'none-repeat');
+    const others = runs.filter((r) => r.trace === ref.trace && r !== ref);
+    if (!ref.final || ref.reason !== null || !repeat?.final || repeat.reason !== null) {
+      ref.correct = false;
+      ref.reason ??= 'the no-fault reference run failed';
+      for (const r of others) if (r.reason === null) r.reason = 'no reference: the no-fault run of this trace failed';
+      continue;
+    }
+    const noise = noiseBetween(ref.final, repeat.final);
+    ref.correct = true;
+    for (const r of others) {
+      if (r.reason !== null || !r.final) continue;
+      r.reason = stateDifference(ref.final, r.final, noise);
+      r.correct = r.reason === null;
+    }
+  }
 }
 
 export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string, ModeSummary> {

@@ -29,6 +29,8 @@ export interface RunSpec {
   mode: BenchMode;
   fault: Fault | null;
   latencyScale: number;
+  /** A second no-fault run of the reference (reported with fault 'none-repeat'). */
+  repeat?: boolean;
 }
 
 export interface RunResult {
@@ -81,7 +83,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
   const result: RunResult = {
     trace: h.name,
     mode,
-    fault: faultLabel(fault),
+    fault: spec.repeat ? 'none-repeat' : faultLabel(fault),
     latency_scale: latencyScale,
     correct: false,
     reason: null,
@@ -223,9 +225,9 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       if (v.expect_stdout !== undefined && !r.stdout.includes(v.expect_stdout)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' stdout lacks ${JSON.stringify(v.expect_stdout)}`);
     }
     result.final = finalState(svc.sandboxes, id, persistent ? SESSION : null);
-    const diff = reference ? stateDifference(reference.state, result.final, reference.noise) : null;
-    result.correct = diff === null;
-    result.reason = diff;
+    // Without a reference the run is judged later (bench.judge), against its trace's no-fault run.
+    result.reason = reference ? stateDifference(reference.state, result.final, reference.noise) : null;
+    result.correct = result.reason === null;
   } catch (err) {
     result.wall_ms ||= performance.now() - t0;
     result.correct = false;
