@@ -1,0 +1,83 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { faultPoints, judge, parseFaultPlan, summarize } from '../../../src/bench/bench.js';
+import { noiseBetween, stateDifference, type FinalState } from '../../../src/bench/final-state.js';
+import { percentile, type RunResult } from '../../../src/bench/replay.js';
+
+test('fault plans parse, and bad ones are refused', () => {
+  const table: Array<[string, unknown]> = [
+    ['none', { kind: 'none' }],
+    ['every-turn', { kind: 'every-turn' }],
+    ['random:3', { kind: 'random', count: 3 }],
+    ['turn:4', { kind: 'turn', turn: 4, when: undefined }],
+    ['turn:4:mid-wait', { kind: 'turn', turn: 4, when: 'mid-wait' }],
+    ['turn:x', null],
+    ['sometimes', null],
+  ];
+  for (const [text, want] of table) assert.deepEqual(parseFaultPlan(text), want, text);
+});
+
+test('every-turn puts one fault at every turn, alternating after-actions and mid-wait', () => {
+  const f = faultPoints({ kind: 'every-turn' }, 4);
+  assert.deepEqual(f, [
+    { turn: 1, when: 'after-actions' },
+    { turn: 2, when: 'mid-wait' },
+    { turn: 3, when: 'after-actions' },
+    { turn: 4, when: 'mid-wait' },
+  ]);
+  assert.deepEqual(faultPoints({ kind: 'turn', turn: 9 }, 4), []);
+  assert.equal(faultPoints({ kind: 'random', count: 5 }, 4).length, 5);
+  assert.ok(faultPoints({ kind: 'random', count: 50 }, 4).every((x) => x.turn >= 1 && x.turn <= 4));
+});
+
+test('percentile', () => {
+  assert.equal(percentile([], 99), 0);
+  assert.equal(percentile([5], 50), 5);
+  assert.equal(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 50), 5);
+  assert.equal(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 100], 99), 100);
+});
+
+const state = (files: Record<string, string>, processes: string[] = [], shell: string | null = 's'): FinalState => ({ filesHash: JSON.stringify(files), files, processes, shell });
+
+test('state comparison ignores what two clean runs disagree on, nothing else', () => {
+  const a = state({ 'w/a': 'f 1', 'w/.git/index': 'f x', 'w/.git/objects/aa/1': 'f c1', 'w/.git/objects/aa': 'd', 'w/.git/objects': 'd' });
+  const b = state({ 'w/a': 'f 1', 'w/.git/index': 'f y', 'w/.git/objects/bb/2': 'f c2', 'w/.git/objects/bb': 'd', 'w/.git/objects': 'd' });
+  const noise = noiseBetween(a, b);
+  assert.ok(noise.volatileDirs.has('w/.git/objects'));
+  const c = state({ 'w/a': 'f 1', 'w/.git/index': 'f z', 'w/.git/objects/cc/3': 'f c3', 'w/.git/objects/cc': 'd', 'w/.git/objects': 'd' });
+  assert.equal(stateDifference(a, c, noise), null);
+  assert.match(stateDifference(a, state({ ...c.files, 'w/a': 'f 2' }), noise)!, /w\/a/);
+  assert.match(stateDifference(a, state({ ...c.files, 'w/new': 'f 1' }), noise)!, /w\/new/);
+  assert.match(stateDifference(a, state(c.files, ['sleep 600']), noise)!, /processes/);
+  assert.match(stateDifference(a, state(c.files, [], 'other'), noise)!, /shell/);
+});
+
+function run(p: Partial<RunResult>): RunResult {
+  return {
+    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0,
+    ckpts: { full: 0, process: 0, fs: 0, skip: 0 }, gate_wait_ms: { p50: 0, p99: 0 }, gate_waits: [], restore_ms: null,
+    turns_rerun: 0, tokens_wasted: 0, bytes_per_turn: [], ...p,
+  };
+}
+
+test('judge and summarize: correctness, overhead vs none, traffic vs full, skip fraction', () => {
+  const s = state({ a: 'f 1' });
+  const runs = [
+    run({ final: s }),
+    run({ fault: 'none-repeat', final: s }),
+    run({ mode: 'full', wall_ms: 1100, ckpt_bytes: 1000, ckpts: { full: 4, process: 0, fs: 0, skip: 0 }, final: s, gate_waits: [0, 10, 20, 30] }),
+    run({ mode: 'crab', wall_ms: 1010, ckpt_bytes: 80, ckpts: { full: 1, process: 0, fs: 0, skip: 3 }, final: s }),
+    run({ mode: 'crab', fault: 'after-actions:2', final: s }),
+    run({ mode: 'chat-only', fault: 'after-actions:2', final: state({ a: 'f 2' }) }),
+  ];
+  judge(runs);
+  assert.deepEqual(runs.map((r) => r.correct), [true, true, true, true, true, false]);
+  const sum = summarize(runs, ['none', 'chat-only', 'full', 'crab']);
+  assert.equal(sum.crab!.correctness, 1);
+  assert.equal(sum['chat-only']!.correctness, 0);
+  assert.ok(Math.abs(sum.crab!.overhead_vs_none! - 0.01) < 1e-9);
+  assert.ok(Math.abs(sum.full!.overhead_vs_none! - 0.1) < 1e-9);
+  assert.equal(sum.crab!.traffic_vs_full, 0.08);
+  assert.equal(sum.crab!.skip_fraction, 0.75);
+  assert.equal(sum.full!.gate_wait_p99_ms, 30);
+});
