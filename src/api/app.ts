@@ -102,6 +102,7 @@ export function createApp(service: CrabService, opts: AppOptions): Hono {
     app.get('/v1/sandboxes/:id/inspect', async (c) => c.json(await host.inspect(c.req.param('id'))));
     app.post('/v1/sandboxes/:id/recover', async (c) => c.json(await host.recover(c.req.param('id'))));
     app.post('/v1/sandboxes/:id/preempt', async (c) => c.json(await host.preempt(c.req.param('id'), (await body(c, PreemptBody)).graceMs)));
+    app.get('/v1/sandboxes/:id/record', (c) => c.text(host.record(c.req.param('id'), { name: c.req.query('name') }), 200, { 'content-type': 'application/jsonl' }));
     app.get('/metrics', (c) => c.text(host.metrics(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
     app.get('/v1/proxy', (c) => c.json({ url: host.proxyUrl, turns: host.proxy?.turns() ?? [] }));
   }

@@ -14,7 +14,12 @@ export type Endpoint = { socketPath: string } | { url: string; token?: string };
 export class HttpService implements CrabService {
   constructor(private readonly endpoint: Endpoint) {}
 
-  request<T>(method: string, path: string, body?: unknown, timeoutMs = 0): Promise<T> {
+  /** A request whose successful answer is text, not JSON (e.g. a recorded trace). */
+  async requestText(method: string, path: string): Promise<string> {
+    return this.request<string>(method, path, undefined, 0, true);
+  }
+
+  request<T>(method: string, path: string, body?: unknown, timeoutMs = 0, rawText = false): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (payload) headers['content-length'] = String(payload.length);
@@ -32,6 +37,7 @@ export class HttpService implements CrabService {
         res.on('data', (b: Buffer) => chunks.push(b));
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString();
+          if (rawText && (res.statusCode ?? 500) < 400) return resolve(text as T);
           let json: unknown;
           try {
             json = text ? JSON.parse(text) : null;

@@ -13,6 +13,8 @@ import type { CheckpointKind } from '../checkpoint/checkpoint.js';
 
 export class LocalService implements CrabService {
   readonly sandboxes: SandboxManager;
+  /** Called after every exec (the daemon journals them for `crab record`). */
+  readonly execObservers: Array<(id: string, cmd: string, opts: ExecOptions, result: { exitCode: number }, at: number) => void> = [];
   private cr: Promise<Checkpointer> | null = null;
 
   constructor(
@@ -40,8 +42,11 @@ export class LocalService implements CrabService {
   getSandbox(id: string) {
     return this.sandboxes.info(id);
   }
-  exec(id: string, cmd: string, opts: ExecOptions) {
-    return this.sandboxes.exec(id, cmd, opts);
+  async exec(id: string, cmd: string, opts: ExecOptions) {
+    const at = Date.now();
+    const r = await this.sandboxes.exec(id, cmd, opts);
+    for (const fn of this.execObservers) fn(id, cmd, opts, r, at);
+    return r;
   }
   stopSandbox(id: string) {
     return this.sandboxes.stop(id);

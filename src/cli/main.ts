@@ -435,6 +435,20 @@ program
   );
 
 program
+  .command('record <id>')
+  .description('write the session so far (LLM turns through the proxy + commands run) as a crab-trace/1 file (needs the daemon)')
+  .option('-o, --out <file>', 'output file (default: stdout)')
+  .option('--name <name>', 'trace name (default: the sandbox id)')
+  .action(
+    action(async (id: string, o: { out?: string; name?: string }) => {
+      const api = await daemonApi();
+      const text = await api.requestText('GET', `/v1/sandboxes/${encodeURIComponent(id)}/record${o.name ? `?name=${encodeURIComponent(o.name)}` : ''}`);
+      if (o.out) (await import('node:fs')).writeFileSync(o.out, text);
+      else process.stdout.write(text);
+    }),
+  );
+
+program
   .command('daemon')
   .description('run the per-host daemon: owns all sandboxes, serves the API on a unix socket (0600)')
   .option('--tcp <host:port>', 'also listen on TCP (requires --token or CRAB_TOKEN)')

@@ -15,6 +15,8 @@ import { TurnController, type BoundaryResult, type CheckpointMode } from '../coo
 import { createLlmProxy, type LlmProxy } from '../coordinator/proxy.js';
 import { schedulerTurnHooks } from '../coordinator/scheduler-hooks.js';
 import { createScheduler, type HostScheduler, type JobResult } from '../engine/scheduler.js';
+import { buildTrace, type ObservedExec } from '../bench/record.js';
+import { readImage } from '../image/image-store.js';
 
 export interface HostOptions {
   paths: CrabPaths;
@@ -44,7 +46,17 @@ export class CrabHost {
     readonly scheduler: HostScheduler<BoundaryResult>,
     readonly proxy: LlmProxy | null,
     readonly proxyUrl: string | null,
-  ) {}
+  ) {
+    service.execObservers.push((id, cmd, o, r, at) => {
+      const list = this.execJournal.get(id) ?? [];
+      list.push({ at, cmd, session: o.session ?? null, exitCode: r.exitCode, timeoutMs: o.timeoutMs ?? 60_000 });
+      this.execJournal.set(id, list);
+    });
+    service.sandboxes.lifecycle.removing.push(async (id) => void this.execJournal.delete(id));
+  }
+
+  /** Commands run per sandbox, for `crab record`. */
+  private readonly execJournal = new Map<string, ObservedExec[]>();
 
   static async start(opts: HostOptions): Promise<CrabHost> {
     const log = opts.log;
@@ -132,6 +144,19 @@ export class CrabHost {
     }
     if ('err' in first) return { madeIt: false, checkpointId: null, tookMs, error: String((first.err as Error).message ?? first.err) };
     return { madeIt: true, checkpointId: first.ok.checkpoint.id, tookMs };
+  }
+
+  /** The session so far as a crab-trace/1 file (LLM requests through the proxy + the commands run). */
+  record(sandboxId: string, opts: { name?: string; source?: string } = {}): string {
+    const rec = this.service.sandboxes.record(sandboxId);
+    if (!this.proxy) throw new CrabError('RECORD_NO_PROXY', 'precondition', 'recording needs the LLM proxy', "Start the daemon with --proxy-upstream URL and point the agent's base URL at it.");
+    const image = this.service.sandboxes.paths.images;
+    const packages = readImage(image, rec.image)?.packages ?? [];
+    return buildTrace(this.proxy.turns(sandboxId), this.execJournal.get(sandboxId) ?? [], {
+      name: opts.name ?? sandboxId,
+      source: opts.source ?? `recorded by crab record from sandbox ${sandboxId} on ${new Date().toISOString().slice(0, 10)}`,
+      packages,
+    });
   }
 
   metrics(): string {
