@@ -15,6 +15,12 @@ import { startDaemon } from '../daemon/daemon.js';
 import { formatBytes, printJson, printTable, reportError } from './output.js';
 import { runDemo } from './demo.js';
 
+// `crab … | head` closes our stdout early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 const paths = crabPaths();
 const progress = (m: string) => process.stderr.write(`  ${m}\n`);
 
