@@ -10,6 +10,8 @@ else
   [ -d node_modules ] || npm ci --no-audit --no-fund
   npx tsc -p tsconfig.json
 fi
+echo "[test] lint"
+npx eslint src test bench
 echo "[test] unit tests"
 node --test --test-reporter=spec dist/test/unit/
 echo "[test] integration tests"

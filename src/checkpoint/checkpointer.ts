@@ -128,12 +128,12 @@ export class Checkpointer {
     const ckptId = newId('ck-');
     const scratch = path.join(d.ckpt, ckptId);
     const imageDir = path.join(scratch, 'img');
-    let frozenMs = 0;
+    let frozenMs: number;
     let dumpMs = 0;
-    let fsCaptureMs = 0;
-    let requested: CheckpointKind = 'full';
-    let kind: CheckpointKind = 'full';
-    let opts: Omit<TakeOptions, 'turn'> | null = null;
+    let fsCaptureMs: number;
+    let requested: CheckpointKind;
+    let kind: CheckpointKind;
+    let opts: Omit<TakeOptions, 'turn'> | null;
     try {
       const tFreeze = performance.now();
       await freeze(sandboxId);

@@ -315,9 +315,9 @@ async function daemonApi(): Promise<HttpService> {
 program
   .command('inspect <id>')
   .description("the sandbox's effects since its last turn boundary, live (needs the daemon)")
-  .option('--json', 'print JSON')
+  .option('--json', 'print JSON (the only output format of this command)')
   .action(
-    action(async (id: string, o: { json?: boolean }) => {
+    action(async (id: string) => {
       const e = await (await daemonApi()).request<Record<string, unknown>>('GET', `/v1/sandboxes/${encodeURIComponent(id)}/inspect`);
       printJson(e);
     }),

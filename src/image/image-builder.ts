@@ -28,7 +28,7 @@ const inFlight = new Map<string, Promise<ImageInfo>>();
 /** Debian mirror the host already uses (apt sources), so image builds work offline-but-for-Debian. */
 export function hostDebianMirror(): string {
   for (const f of ['/etc/apt/sources.list', ...listDir('/etc/apt/sources.list.d')]) {
-    let text = '';
+    let text: string;
     try {
       text = fs.readFileSync(f, 'utf8');
     } catch {

@@ -185,7 +185,7 @@ export async function snapshotProcesses(pids: readonly number[], opts: ProbeOpti
   for (const pid of pids) {
     if (!Number.isInteger(pid) || pid <= 1) continue;
     let st;
-    let cmdline = '';
+    let cmdline: string;
     try {
       st = parseStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
       cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0+$/, '').split('\0').join(' ');
