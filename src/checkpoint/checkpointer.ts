@@ -222,12 +222,35 @@ export class Checkpointer {
     const out: RestoreResult[] = [];
     for (let i = 0; i < count; i++) {
       const id = `${base}-${newId('').slice(0, 6)}`;
-      out.push(await this.exclusive(id, () => this.restoreLocked(ck, id, { ephemeral: opts.ephemeral, force: true })));
+      out.push(await this.exclusive(id, () => this.restoreLocked(ck, id, { ephemeral: opts.ephemeral, force: true, shareLayer: true })));
     }
     return out;
   }
 
-  private async restoreLocked(ck: CheckpointRecord, targetId: string, opts: { force?: boolean; ephemeral?: boolean }): Promise<RestoreResult> {
+  /**
+   * The checkpoint's files as a read-only overlay layer, materialized once and shared by every
+   * fork of it (each fork adds an empty writable layer on top). Published by rename: a crash
+   * leaves no half layer.
+   */
+  private async sharedLayer(manifestDigest: string, manifest: Manifest): Promise<string> {
+    const dir = path.join(this.sandboxes.paths.home, 'layers', manifestDigest);
+    if (fs.existsSync(dir)) return dir;
+    const staging = `${dir}.${process.pid}.${newId('')}`;
+    try {
+      await materialize(manifest, this.store, staging);
+      fs.renameSync(staging, dir);
+    } catch (err) {
+      fs.rmSync(staging, { recursive: true, force: true });
+      if (!fs.existsSync(dir)) throw err; // another fork published it first: use theirs
+    }
+    return dir;
+  }
+
+  private async restoreLocked(
+    ck: CheckpointRecord,
+    targetId: string,
+    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean },
+  ): Promise<RestoreResult> {
     const t0 = performance.now();
     const meta = ck.meta as CheckpointMeta;
     if (!ck.fsManifest || !ck.processImage) {
@@ -257,6 +280,9 @@ export class Checkpointer {
       ownerPid: process.pid,
       ownerStartTicks: processStartTicks(process.pid) ?? 0,
     };
+    // A fork shares the checkpoint's files as a lower layer and writes only its own changes.
+    const layer = opts.shareLayer && !existing ? await this.sharedLayer(ck.fsManifest, manifest) : null;
+    if (layer) rec.lowerDirs = [layer, ...meta.sandbox.lowerDirs];
 
     // Materialize files and the process image before touching the target: a corrupt or missing
     // chunk makes restore refuse while the sandbox is still intact, and downtime stays short.
@@ -267,7 +293,8 @@ export class Checkpointer {
     let processMs = 0;
     try {
       fs.rmSync(staging, { recursive: true, force: true });
-      await materialize(manifest, this.store, staging);
+      if (layer) fs.mkdirSync(staging, { recursive: true });
+      else await materialize(manifest, this.store, staging);
       const tImg = performance.now();
       await this.store.materializeDir(recipe, path.join(scratch, 'img'));
       processMs += performance.now() - tImg;
