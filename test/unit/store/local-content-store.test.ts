@@ -97,12 +97,14 @@ test('page chunking: two files differing in one 4 KiB page store about one chunk
     const after = await s.stats();
     const newChunks = after.chunkCount - before.chunkCount;
     assert.ok(newChunks >= 1 && newChunks <= 2, `new chunks: ${newChunks}`);
-    assert.ok(rb.newBytes < 0.02 * ra.newBytes, `new bytes ${rb.newBytes} vs first ${ra.newBytes}`);
+    // At most the two chunks around the change are new; a chunk is at most 64 pages (random data: no compression).
+    const twoMaxChunks = 2 * 64 * PAGE_BYTES * 1.01;
+    assert.ok(rb.newBytes < twoMaxChunks, `new bytes ${rb.newBytes} vs first ${ra.newBytes}`);
     // an inserted page shifts the rest of the file: content-defined boundaries resync
     const c = Buffer.concat([a.subarray(0, 10 * PAGE_BYTES), randomBytes(PAGE_BYTES), a.subarray(10 * PAGE_BYTES)]);
     await fs.writeFile(path.join(dir, 'c'), c);
     const rc = await s.putFile(path.join(dir, 'c'), { chunking: 'pages' });
-    assert.ok(rc.newBytes < 0.02 * ra.newBytes, `insert: new bytes ${rc.newBytes}`);
+    assert.ok(rc.newBytes < twoMaxChunks, `insert: new bytes ${rc.newBytes}`);
     const avgChunk = a.length / ra.recipe.chunks.length;
     assert.ok(avgChunk > 32 * 1024 && avgChunk < 128 * 1024, `mean chunk ${avgChunk}`);
   }));
