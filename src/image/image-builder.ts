@@ -57,6 +57,19 @@ async function dirSizeBytes(dir: string): Promise<number> {
   return Number(r.stdout.split(/\s/)[0]);
 }
 
+/** Publishes an image made of one layer (`staging/rootfs`) and no base. */
+async function publishSingleLayer(imagesRoot: string, staging: string, name: string, source: ImageInfo['source']): Promise<ImageInfo> {
+  return publishImage(imagesRoot, staging, {
+    name,
+    base: null,
+    packages: [],
+    source,
+    createdAt: new Date().toISOString(),
+    lowerDirs: [path.join(imageDir(imagesRoot, name), 'rootfs')],
+    sizeBytes: await dirSizeBytes(path.join(staging, 'rootfs')),
+  });
+}
+
 /** Builds (or returns the cached) image for base + packages. Concurrent calls share one build. */
 export async function ensureImage(
   imagesRoot: string,
@@ -98,15 +111,7 @@ async function buildBase(imagesRoot: string, name: string, progress: Progress): 
     // Images are read-only lowers; drop apt caches so layers stay small.
     fs.rmSync(path.join(rootfs, 'var/cache/apt/archives'), { recursive: true, force: true });
     fs.mkdirSync(path.join(rootfs, 'var/cache/apt/archives/partial'), { recursive: true });
-    return publishImage(imagesRoot, staging, {
-      name,
-      base: null,
-      packages: [],
-      source: 'debootstrap',
-      createdAt: new Date().toISOString(),
-      lowerDirs: [path.join(imageDir(imagesRoot, name), 'rootfs')],
-      sizeBytes: await dirSizeBytes(rootfs),
-    });
+    return publishSingleLayer(imagesRoot, staging, name, 'debootstrap');
   } catch (err) {
     fs.rmSync(staging, { recursive: true, force: true });
     throw err;
@@ -193,15 +198,7 @@ export async function importImage(imagesRoot: string, name: string, archive: str
   try {
     await importOciArchive(archive, rootfs, path.join(staging, 'unpack'), progress);
     fs.rmSync(path.join(staging, 'unpack'), { recursive: true, force: true });
-    return publishImage(imagesRoot, staging, {
-      name,
-      base: null,
-      packages: [],
-      source: 'oci-import',
-      createdAt: new Date().toISOString(),
-      lowerDirs: [path.join(imageDir(imagesRoot, name), 'rootfs')],
-      sizeBytes: await dirSizeBytes(rootfs),
-    });
+    return publishSingleLayer(imagesRoot, staging, name, 'oci-import');
   } catch (err) {
     fs.rmSync(staging, { recursive: true, force: true });
     throw err;
