@@ -93,14 +93,15 @@ export class SandboxChannel {
     fs.writeFileSync(
       this.host(`${r}.sh`),
       `cd ${shellQuote(opts.cwd ?? '/')} 2>/dev/null || cd /\n${exports}\n` +
-        `timeout -s KILL ${secs} bash --noprofile --norc ${r}.cmd </dev/null >${r}.out 2>${r}.err\n` +
+        // TERM at the limit, KILL a second later; timeout(1) then exits 124 (137 would be ambiguous with an OOM kill).
+        `timeout -k 1 ${secs} bash --noprofile --norc ${r}.cmd </dev/null >${r}.out 2>${r}.err\n` +
         `echo $? >${r}.rc\n`,
     );
     const started = performance.now();
     this.poke(CONTROL_FIFO, rid);
     // The in-sandbox `timeout` enforces the limit; the host waits a little longer for it to report.
     const exitCode = await this.waitRc(r, opts.timeoutMs + 5000);
-    const timedOut = exitCode === null || exitCode === 137;
+    const timedOut = exitCode === null || exitCode === TIMEOUT_EXIT_CODE;
     return this.collect(r, timedOut ? TIMEOUT_EXIT_CODE : exitCode, started, timedOut, true);
   }
 
