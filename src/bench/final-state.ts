@@ -65,7 +65,8 @@ export function finalState(m: SandboxManager, id: string, session: string | null
     if (p.nsPid === 1) continue;
     try {
       const cmdline = fs.readFileSync(`/proc/${p.hostPid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
-      if (cmdline) processes.push(cmdline); // empty: a zombie not reaped yet, already gone in effect
+      // Empty: a zombie not reaped yet. Crab's own request runners may still be exiting.
+      if (cmdline && !cmdline.startsWith('bash --noprofile --norc /run/crab/r/')) processes.push(cmdline);
     } catch {
       continue; // exited meanwhile
     }
@@ -93,13 +94,16 @@ export function differingPaths(a: FinalState, b: FinalState): Set<string> {
 export interface Noise {
   paths: ReadonlySet<string>;
   volatileDirs: ReadonlySet<string>;
+  /** The two no-fault runs already disagree on processes / shell state (e.g. a pid kept in a variable). */
+  processes?: boolean;
+  shell?: boolean;
 }
 
 export function noiseBetween(a: FinalState, b: FinalState): Noise {
   const paths = differingPaths(a, b);
   const volatileDirs = new Set<string>();
   for (const p of paths) if (!(p in a.files) || !(p in b.files)) volatileDirs.add(path.posix.dirname(p));
-  return { paths, volatileDirs };
+  return { paths, volatileDirs, processes: JSON.stringify(a.processes) !== JSON.stringify(b.processes), shell: a.shell !== b.shell };
 }
 
 function isNoise(p: string, want: FinalState, got: FinalState, noise: Noise): boolean {
@@ -116,11 +120,11 @@ export function stateDifference(want: FinalState, got: FinalState, noise: Noise 
     const show = diff.slice(0, 3).map((p) => `${p}: ${want.files[p] ?? 'absent'} → ${got.files[p] ?? 'absent'}`);
     return `files differ from the no-fault run (${diff.length}): ${show.join('; ')}`;
   }
-  if (JSON.stringify(want.processes) !== JSON.stringify(got.processes)) {
+  if (!noise.processes && JSON.stringify(want.processes) !== JSON.stringify(got.processes)) {
     const missing = want.processes.filter((p) => !got.processes.includes(p));
     const extra = got.processes.filter((p) => !want.processes.includes(p));
     return `processes differ (missing ${JSON.stringify(missing)}, extra ${JSON.stringify(extra)})`;
   }
-  if (want.shell !== got.shell) return 'shell state (cwd, variables, functions, jobs) differs';
+  if (!noise.shell && want.shell !== got.shell) return 'shell state (cwd, variables, functions, jobs) differs';
   return null;
 }

@@ -48,6 +48,10 @@ export async function startReplayUpstream(): Promise<ReplayUpstream> {
       res.on('close', () => clearTimeout(timer));
     });
   });
+  // The proxy keeps connections alive between turns; a short server keep-alive would race with a
+  // reused socket (the request then fails with a reset: 502).
+  server.keepAliveTimeout = 10 * 60_000;
+  server.headersTimeout = 10 * 60_000 + 1000;
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {

@@ -42,6 +42,8 @@ export interface RunResult {
   reason: string | null;
   wall_ms: number;
   ckpt_bytes: number;
+  /** What the checkpoints hold (files + process images) before dedup. */
+  ckpt_logical_bytes: number;
   ckpts: { full: number; process: number; fs: number; skip: number };
   gate_wait_ms: { p50: number; p99: number };
   gate_waits: number[];
@@ -89,6 +91,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     reason: null,
     wall_ms: 0,
     ckpt_bytes: 0,
+    ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 },
     gate_wait_ms: { p50: 0, p99: 0 },
     gate_waits: [],
@@ -251,6 +254,7 @@ async function collectFigures(host: CrabHost, id: string, result: RunResult): Pr
   for (const c of cks) {
     result.ckpts[c.kind]++;
     result.ckpt_bytes += c.newBytes;
+    result.ckpt_logical_bytes += c.logicalBytes;
     if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + c.newBytes;
   }
 }

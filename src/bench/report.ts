@@ -34,13 +34,14 @@ export function renderTable(rep: BenchReport): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   lines.push(row(head, widths), row(widths.map((w) => '-'.repeat(w)), widths), ...body.map((b) => row(b, widths)));
   lines.push('');
-  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'traffic vs full', 'gate p99 ms', 'skip fraction'];
+  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'traffic vs full', 'vs full w/o dedup', 'gate p99 ms', 'skip fraction'];
   const sb = Object.entries(rep.summary).map(([mode, s]) => [
     mode,
     pct(s.correctness),
     String(s.runs),
     pct(s.overhead_vs_none),
     pct(s.traffic_vs_full),
+    pct(s.traffic_vs_full_logical),
     String(Math.round(s.gate_wait_p99_ms)),
     pct(s.skip_fraction),
   ]);

@@ -50,11 +50,15 @@ test('state comparison ignores what two clean runs disagree on, nothing else', (
   assert.match(stateDifference(a, state({ ...c.files, 'w/new': 'f 1' }), noise)!, /w\/new/);
   assert.match(stateDifference(a, state(c.files, ['sleep 600']), noise)!, /processes/);
   assert.match(stateDifference(a, state(c.files, [], 'other'), noise)!, /shell/);
+  // When the two clean runs already disagree on the shell (a pid in a variable), it is not judged.
+  const shellNoise = noiseBetween(state({}, [], 'x'), state({}, [], 'y'));
+  assert.equal(stateDifference(state({}, [], 'x'), state({}, [], 'z'), shellNoise), null);
+  assert.match(stateDifference(state({}, [], 'x'), state({}, ['sleep 1'], 'z'), shellNoise)!, /processes/);
 });
 
 function run(p: Partial<RunResult>): RunResult {
   return {
-    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0,
+    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 }, gate_wait_ms: { p50: 0, p99: 0 }, gate_waits: [], restore_ms: null,
     turns_rerun: 0, tokens_wasted: 0, bytes_per_turn: [], ...p,
   };
