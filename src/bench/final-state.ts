@@ -16,6 +16,8 @@ export interface FinalState {
   filesHash: string;
   /** Path → description (type, mode, size, content hash) of every entry of the writable layer. */
   files: Record<string, string>;
+  /** Paths that changed while the final state was read (still being written by a live process). */
+  live?: string[];
   processes: string[];
   shell: string | null;
 }
@@ -59,7 +61,10 @@ export function upperEntries(upper: string, lowerDirs: readonly string[] = []): 
   return out;
 }
 
-export function finalState(m: SandboxManager, id: string, session: string | null): FinalState {
+/** How long the layer is watched for files that background processes keep changing. */
+const LIVE_WATCH_MS = 300;
+
+export async function finalState(m: SandboxManager, id: string, session: string | null): Promise<FinalState> {
   const processes: string[] = [];
   for (const p of processesOf(id)) {
     if (p.nsPid === 1) continue;
@@ -72,9 +77,14 @@ export function finalState(m: SandboxManager, id: string, session: string | null
     }
   }
   const files = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs);
+  // Files a live process keeps rewriting (a counter, a log) have no single final value.
+  await new Promise((r) => setTimeout(r, LIVE_WATCH_MS));
+  const again = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs);
+  const live = Object.keys({ ...files, ...again }).filter((p) => files[p] !== again[p]);
   return {
     filesHash: createHash('sha256').update(JSON.stringify(files)).digest('hex'),
     files,
+    live,
     processes: processes.sort(),
     shell: session ? m.channel(id).sessionState(session) : null,
   };
@@ -107,7 +117,7 @@ export function noiseBetween(a: FinalState, b: FinalState): Noise {
 }
 
 function isNoise(p: string, want: FinalState, got: FinalState, noise: Noise): boolean {
-  if (noise.paths.has(p)) return true;
+  if (noise.paths.has(p) || want.live?.includes(p) || got.live?.includes(p)) return true;
   if (p in want.files && p in got.files) return false;
   for (let q = path.posix.dirname(p); q !== '.' && q !== '/'; q = path.posix.dirname(q)) if (noise.volatileDirs.has(q)) return true;
   return false;

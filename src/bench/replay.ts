@@ -227,7 +227,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       if (r.exitCode !== (v.expect_exit ?? 0)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' exited ${r.exitCode}, expected ${v.expect_exit ?? 0}`);
       if (v.expect_stdout !== undefined && !r.stdout.includes(v.expect_stdout)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' stdout lacks ${JSON.stringify(v.expect_stdout)}`);
     }
-    result.final = finalState(svc.sandboxes, id, persistent ? SESSION : null);
+    result.final = await finalState(svc.sandboxes, id, persistent ? SESSION : null);
     // Without a reference the run is judged later (bench.judge), against its trace's no-fault run.
     result.reason = reference ? stateDifference(reference.state, result.final, reference.noise) : null;
     result.correct = result.reason === null;
