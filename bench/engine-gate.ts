@@ -11,6 +11,7 @@
 import { writeFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { createScheduler, type JobResult } from '../src/engine/scheduler.js';
+import { seededRandom } from '../src/core/rng.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i + 1 < process.argv.length; i += 2)
@@ -68,19 +69,9 @@ interface Turn {
   hintNoise: number;
 }
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function draw(sc: Scenario, seed: number): Turn[][] {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const uni = ([lo, hi]: Range) => lo + (hi - lo) * r();
   return Array.from({ length: P.sandboxes }, () =>
     Array.from({ length: P.turns }, (_, i) => {

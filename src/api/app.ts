@@ -6,16 +6,22 @@ import { Hono, type Context } from 'hono';
 import type { z } from 'zod';
 import { CrabError, HTTP_STATUS_BY_KIND, asCrabError, invalid } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { BuildImageBody, CheckpointBody, CreateSandboxBody, ExecBody, ForkBody, ImportImageBody, RestoreBody, RollbackBody } from './schemas.js';
+import {
+  BoundaryBody,
+  BuildImageBody,
+  CheckpointBody,
+  CreateSandboxBody,
+  ExecBody,
+  ForkBody,
+  ImportImageBody,
+  ModeBody,
+  PreemptBody,
+  RestoreBody,
+  RollbackBody,
+} from './schemas.js';
 import type { CrabService } from './service.js';
 
 import type { CrabHost } from '../daemon/host.js';
-import { CHECKPOINT_MODES } from '../coordinator/turn-controller.js';
-import { z as zod } from 'zod';
-
-const BoundaryBody = zod.object({ turn: zod.number().int().min(0) }).strict();
-const ModeBody = zod.object({ mode: zod.enum(CHECKPOINT_MODES as [string, ...string[]]) }).strict();
-const PreemptBody = zod.object({ graceMs: zod.number().int().min(1).max(3_600_000) }).strict();
 
 export interface AppOptions {
   /** The daemon's runtime (turn boundaries, inspector, engine, proxy); absent in tests of the plain service. */
@@ -96,7 +102,7 @@ export function createApp(service: CrabService, opts: AppOptions): Hono {
   if (host) {
     app.post('/v1/sandboxes/:id/boundary', async (c) => c.json(await host.boundary(c.req.param('id'), (await body(c, BoundaryBody)).turn)));
     app.put('/v1/sandboxes/:id/mode', async (c) => {
-      host.setMode(c.req.param('id'), (await body(c, ModeBody)).mode as never);
+      host.setMode(c.req.param('id'), (await body(c, ModeBody)).mode);
       return c.json({ ok: true });
     });
     app.get('/v1/sandboxes/:id/inspect', async (c) => c.json(await host.inspect(c.req.param('id'))));

@@ -1,5 +1,6 @@
 /** @module Request bodies of the HTTP API, validated with zod. */
 import { z } from 'zod';
+import { CHECKPOINT_MODES } from '../coordinator/turn-controller.js';
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, 'lower-case letters, digits and _ . - (1–63 chars)');
 const pkg = z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'a Debian package name');
@@ -43,3 +44,6 @@ export const CheckpointBody = z
 export const RestoreBody = z.object({ as: name.optional(), force: z.boolean().optional() }).strict();
 export const RollbackBody = z.object({ checkpoint: z.string().min(1), force: z.boolean().optional() }).strict();
 export const ForkBody = z.object({ count: z.number().int().min(1).max(64) }).strict();
+export const BoundaryBody = z.object({ turn: z.number().int().min(0) }).strict();
+export const ModeBody = z.object({ mode: z.enum(CHECKPOINT_MODES) }).strict();
+export const PreemptBody = z.object({ graceMs: z.number().int().min(1).max(3_600_000) }).strict();

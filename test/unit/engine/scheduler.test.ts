@@ -3,25 +3,15 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { createScheduler, type JobResult } from '../../../src/engine/scheduler.js';
 import { fifoPolicy, reactivePolicy, type Candidate } from '../../../src/engine/policy.js';
+import { seededRandom } from '../../../src/core/rng.js';
 
 const quiet = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Small seeded PRNG so failures can be replayed. */
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 for (const policy of ['fifo', 'reactive'] as const) {
   test(`${policy}: per-sandbox turn order and the concurrency limit hold with 32 sandboxes and random durations`, async () => {
-    const rand = rng(policy === 'fifo' ? 1 : 2);
+    const rand = seededRandom(policy === 'fifo' ? 1 : 2);
     const limit = 4;
     const sched = createScheduler<string>(
       { maxConcurrentJobs: limit, policy, agingBoundMs: 30 },
