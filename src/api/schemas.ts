@@ -14,6 +14,7 @@ export const CreateSandboxBody = z
     pidsLimit: z.number().int().min(16).max(1_000_000).optional(),
     env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).optional(),
     ephemeral: z.boolean().optional(),
+    link: z.boolean().optional(),
     binds: z
       .array(z.object({ source: z.string().startsWith('/'), target: z.string().startsWith('/'), readonly: z.boolean().optional() }).strict())
       .max(64)

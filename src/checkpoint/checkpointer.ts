@@ -21,6 +21,7 @@ import { capture, loadManifest, materialize, type Manifest } from '../fssnap/ind
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
+import { leaseLink, releaseLink } from '../sandbox/net-link.js';
 import { processStartTicks } from '../sandbox/sandbox-manager.js';
 import { freeze, freezerState, thaw } from './freezer.js';
 import type { BindIdentity, CheckpointKind, CheckpointRecord, RestoreResult, TakeOptions, TakeResult } from './checkpoint.js';
@@ -280,6 +281,13 @@ export class Checkpointer {
       ownerPid: process.pid,
       ownerStartTicks: processStartTicks(process.pid) ?? 0,
     };
+    // A new sandbox gets its own link address; the checkpoint's TCP connections over the old
+    // address (an in-sandbox agent's request to the proxy) come back closed, and the agent retries.
+    const criuOptions: string[] = [];
+    if (!existing && meta.sandbox.link) {
+      rec.link = leaseLink(sandboxes.linkLeaseDir, targetId);
+      if (rec.link.address !== meta.sandbox.link.address) criuOptions.push('tcp-close');
+    }
     // A fork shares the checkpoint's files as a lower layer and writes only its own changes.
     const layer = opts.shareLayer && !existing ? await this.sharedLayer(ck.fsManifest, manifest) : null;
     if (layer) rec.lowerDirs = [layer, ...meta.sandbox.lowerDirs];
@@ -311,7 +319,10 @@ export class Checkpointer {
     } catch (err) {
       fs.rmSync(staging, { recursive: true, force: true });
       fs.rmSync(scratch, { recursive: true, force: true });
-      if (!existing) fs.rmSync(d.root, { recursive: true, force: true });
+      if (!existing) {
+        if (rec.link) await releaseLink(sandboxes.linkLeaseDir, rec.link).catch(() => undefined); // the original error says why
+        fs.rmSync(d.root, { recursive: true, force: true });
+      }
       throw err;
     }
     const fsMs = performance.now() - tFs - processMs;
@@ -320,15 +331,16 @@ export class Checkpointer {
     const tProc = performance.now();
     try {
       fs.mkdirSync(d.bundle, { recursive: true });
-      sandboxes.writeBundle(rec);
+      await sandboxes.writeBundle(rec, criuOptions);
       await sandboxes.runc.restore(targetId, d.bundle, path.join(scratch, 'img'), path.join(scratch, 'work'));
-      await sandboxes.afterStart(targetId);
+      await sandboxes.afterStart(rec);
     } catch (err) {
       if (!existing) await sandboxes.destroy(targetId).catch(() => undefined); // a failed fork leaves nothing; the error says why
       throw err;
     } finally {
       fs.rmSync(scratch, { recursive: true, force: true });
     }
+    if (criuOptions.length) await sandboxes.writeBundle(rec); // later checkpoints and restores: no restore-only options
     processMs += performance.now() - tProc;
     if (!existing) fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
 

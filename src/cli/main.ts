@@ -11,6 +11,7 @@ import { HttpService } from '../api/http-service.js';
 import type { CrabService } from '../api/service.js';
 import { parseSizeBytes } from '../sandbox/oci-spec.js';
 import { BASE_IMAGE } from '../image/image-store.js';
+import { LINK_GATEWAY } from '../sandbox/net-link.js';
 import { startDaemon } from '../daemon/daemon.js';
 import { formatBytes, printJson, printTable, reportError } from './output.js';
 import { runDemo } from './demo.js';
@@ -121,9 +122,10 @@ sandbox
   .option('--pids <n>', 'process limit', positiveInt)
   .option('--ephemeral', 'remove it in `crab gc` once the creating process is gone')
   .option('--bind <src:dst[:ro]>', 'bind a host directory into the sandbox (repeatable)', (v: string, acc: BindMount[]) => [...acc, parseBind(v)], [])
+  .option('--link', `a network link to the daemon's LLM proxy: an agent inside reaches it at http://${LINK_GATEWAY}:PORT/v1 and is known by its source address`)
   .option('--json', 'print JSON')
   .action(
-    action(async (o: { image: string; packages: string[]; name?: string; memory?: number; pids?: number; ephemeral?: boolean; bind: BindMount[]; json?: boolean }) => {
+    action(async (o: { image: string; packages: string[]; name?: string; memory?: number; pids?: number; ephemeral?: boolean; bind: BindMount[]; link?: boolean; json?: boolean }) => {
       const t0 = performance.now();
       const info = await (await connect()).createSandbox({
         image: o.image,
@@ -133,6 +135,7 @@ sandbox
         pidsLimit: o.pids,
         ephemeral: o.ephemeral,
         binds: o.bind,
+        link: o.link,
       });
       if (o.json) printJson(info);
       else process.stdout.write(`${info.id}\t(${Math.round(performance.now() - t0)} ms)\n`);
@@ -412,7 +415,7 @@ program
         // Faults make checkpoint jobs fail on purpose: keep their warnings out of the table unless asked.
         const log = rootLogger.child({ component: 'bench' });
         if (!process.env.CRAB_LOG_LEVEL) log.level = 'fatal';
-        const host = await CrabHost.start({ paths, log, policy: o.policy, proxy: { upstreamUrl: upstream.url } });
+        const host = await CrabHost.start({ paths, log, policy: o.policy, proxy: { upstreamUrl: upstream.url, link: false } });
         const tty = process.stderr.isTTY;
         const started = Date.now();
         try {
@@ -461,11 +464,12 @@ program
   .addOption(new Option('--token <token>', 'bearer token for the TCP listener').env('CRAB_TOKEN'))
   .option('--proxy-upstream <url>', 'run the LLM proxy in front of this upstream (OpenAI/Anthropic-compatible)')
   .option('--proxy-port <port>', 'port of the LLM proxy on 127.0.0.1 (default: any free port)', positiveInt)
+  .option('--no-proxy-link', `do not serve in-sandbox agents on ${LINK_GATEWAY} (sandboxes created with --link)`)
   .addOption(new Option('--policy <policy>', 'checkpoint scheduling policy').choices(['fifo', 'reactive']).default('reactive'))
   .option('--jobs <n>', 'checkpoint jobs at once (default: number of CPUs)', positiveInt)
   .option('--no-inspector', 'do not start the eBPF inspector (crab mode then takes full checkpoints)')
   .action(
-    action(async (o: { tcp?: string; token?: string; proxyUpstream?: string; proxyPort?: number; policy: 'fifo' | 'reactive'; jobs?: number; inspector: boolean }) => {
+    action(async (o: { tcp?: string; token?: string; proxyUpstream?: string; proxyPort?: number; proxyLink: boolean; policy: 'fifo' | 'reactive'; jobs?: number; inspector: boolean }) => {
       let tcp: { host: string; port: number; token: string } | undefined;
       if (o.tcp) {
         const m = /^(.+):(\d+)$/.exec(o.tcp);
@@ -483,11 +487,11 @@ program
           policy: o.policy,
           maxConcurrentJobs: o.jobs,
           inspector: o.inspector,
-          proxy: o.proxyUpstream ? { upstreamUrl: o.proxyUpstream, port: o.proxyPort } : undefined,
+          proxy: o.proxyUpstream ? { upstreamUrl: o.proxyUpstream, port: o.proxyPort, link: o.proxyLink } : undefined,
         },
       });
       process.stderr.write(
-        `crab daemon listening on ${paths.socket}${tcp ? ` and ${tcp.host}:${tcp.port}` : ''}${d.host.proxyUrl ? `; LLM proxy on ${d.host.proxyUrl}` : ''}\n`,
+        `crab daemon listening on ${paths.socket}${tcp ? ` and ${tcp.host}:${tcp.port}` : ''}${d.host.proxyUrl ? `; LLM proxy on ${d.host.proxyUrl}` : ''}${d.host.controller.agentEndpoint ? ` and, for sandboxes created with --link, http://${LINK_GATEWAY}:${d.host.controller.agentEndpoint.port}` : ''}\n`,
       );
       const stop = () => void d.close().then(() => process.exit(0));
       process.on('SIGTERM', stop);

@@ -63,6 +63,7 @@ export class LlmProxy {
   private readonly now: () => number;
   private readonly nextTurn = new Map<string, number>();
   private readonly records: TurnRecord[] = [];
+  private readonly extraServers: http.Server[] = [];
 
   constructor(
     config: LlmProxyConfig,
@@ -88,24 +89,28 @@ export class LlmProxy {
 
   /** Listens (default 127.0.0.1, port 0) and returns the base URL, e.g. http://127.0.0.1:41234. */
   async listen(port = 0, host = '127.0.0.1'): Promise<string> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const addr = this.server.address();
-    if (addr === null || typeof addr === 'string') throw new Error('proxy is not listening on TCP');
-    return `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    return listenOn(this.server, port, host);
+  }
+
+  /** Also serves on another address (e.g. the sandbox link gateway), same handler; returns its base URL. */
+  async listenAlso(port: number, host: string): Promise<string> {
+    const server = http.createServer((req, res) => this.handle(req, res));
+    const url = await listenOn(server, port, host);
+    this.extraServers.push(server);
+    return url;
   }
 
   /** Stops listening, drops open connections and the upstream connection pool. Idempotent. */
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
+    await Promise.all(
+      [this.server, ...this.extraServers].map(
+        (server) =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            server.closeAllConnections();
+          }),
+      ),
+    );
     this.agent.destroy();
   }
 
@@ -362,4 +367,17 @@ function sendJsonError(
 ): void {
   if (!res.headersSent) writeJsonError(res, status, type, code, message);
   else res.destroy();
+}
+
+async function listenOn(server: http.Server, port: number, host: string): Promise<string> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  if (addr === null || typeof addr === 'string') throw new Error('proxy is not listening on TCP');
+  return `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
 }

@@ -15,6 +15,7 @@ import { CONTROL_DIR } from '../sandbox/init-script.js';
 import type { Inspector, TurnEffects } from '../inspector/inspector.js';
 import { decideGranularity, type Granularity } from '../inspector/granularity.js';
 import { diffSnapshots, snapshotProcesses, type ProcSnapshot } from '../inspector/process-probe.js';
+import { processesConnectedTo, type Endpoint } from '../inspector/agent-probe.js';
 
 export type CheckpointMode = 'off' | 'chat-only' | 'full' | 'crab';
 export const CHECKPOINT_MODES: readonly CheckpointMode[] = ['off', 'chat-only', 'full', 'crab'];
@@ -43,6 +44,9 @@ export class TurnController {
   private readonly baselines = new Map<string, Baseline>();
   /** Sandboxes whose next checkpoint must be full (a failed one lost its turn's effects). */
   private readonly forceFull = new Set<string>();
+
+  /** Where in-sandbox agents reach the LLM proxy (the link gateway), when the proxy serves links. */
+  agentEndpoint: Endpoint | null = null;
 
   constructor(
     private readonly deps: { sandboxes: SandboxManager; checkpointer: Checkpointer; inspector: Inspector | null; log: Logger },
@@ -94,8 +98,9 @@ export class TurnController {
       const checkpoint = await this.deps.checkpointer.takePlanned(sandboxId, turn, async ({ first }) => {
         const raw = this.deps.inspector ? await this.deps.inspector.effects(sandboxId, { reset: true }) : null;
         // CRIU runs in the sandbox's cgroup during dumps and restores: its logs are not the agent's.
-        const effects = raw && withoutControlFiles(raw, [this.deps.sandboxes.dirs(sandboxId).ckpt]);
-        const { ignorePids, shells } = this.crabProcesses(sandboxId);
+        // Nor is an in-sandbox agent's connection to the proxy an external effect.
+        const effects = raw && withoutProxyTraffic(withoutControlFiles(raw, [this.deps.sandboxes.dirs(sandboxId).ckpt]), this.agentEndpoint);
+        const { ignorePids, shells, agents } = await this.crabProcesses(sandboxId);
         const baseline = this.baselines.get(sandboxId);
         const procs = await snapshotProcesses(this.hostPids(sandboxId), { ignorePids });
         let probe = baseline ? diffSnapshots(baseline.procs, procs) : null;
@@ -105,7 +110,7 @@ export class TurnController {
           for (const [pid, info] of Object.entries(dig.procs)) procs.procs[Number(pid)] = info;
           probe = diffSnapshots(baseline!.procs, procs);
         }
-        const d = decideGranularity({ first: first || !baseline || this.forceFull.has(sandboxId), effects, probe });
+        const d = decideGranularity({ first: first || !baseline || this.forceFull.has(sandboxId), effects, probe, agentInside: agents.length > 0 });
         decision = d.granularity;
         reasons = d.reasons;
         const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
@@ -136,10 +141,15 @@ export class TurnController {
     return processesOf(sandboxId).map((p) => p.hostPid);
   }
 
-  /** Crab's own processes (init and the session shells, judged semantically) and the shells' states. */
-  private crabProcesses(sandboxId: string): { ignorePids: number[]; shells: Record<string, string | null> } {
+  /**
+   * Processes the signal leaves out, with the shells' states: Crab's own (init, and the session
+   * shells, judged semantically instead) and an in-sandbox agent (the process whose request to
+   * the proxy is in flight: its memory changes every turn by design).
+   */
+  private async crabProcesses(sandboxId: string): Promise<{ ignorePids: number[]; shells: Record<string, string | null>; agents: number[] }> {
     const ch = this.deps.sandboxes.channel(sandboxId);
     const procs = processesOf(sandboxId);
+    const agents = this.agentEndpoint ? await processesConnectedTo(procs.map((p) => p.hostPid), this.agentEndpoint) : [];
     const ignoreNs = new Set<number>([1]);
     const shells: Record<string, string | null> = {};
     for (const name of ch.sessions()) {
@@ -150,7 +160,7 @@ export class TurnController {
       }
       shells[name] = ch.sessionState(name);
     }
-    return { ignorePids: procs.filter((p) => ignoreNs.has(p.nsPid)).map((p) => p.hostPid), shells };
+    return { ignorePids: [...procs.filter((p) => ignoreNs.has(p.nsPid)).map((p) => p.hostPid), ...agents], shells, agents };
   }
 }
 
@@ -162,4 +172,10 @@ export function withoutControlFiles(e: TurnEffects, hostScratchDirs: readonly st
   const changes = e.fs.changes.filter((c) => keep(c.path));
   const onlyControl = changedPaths.length === 0 && e.fs.unresolved === 0 && !e.fs.overflow;
   return { ...e, fs: { ...e.fs, changedPaths, changes, bytesWritten: onlyControl ? 0 : e.fs.bytesWritten } };
+}
+
+/** Connections to the LLM proxy itself (an in-sandbox agent's requests) are not external effects. */
+export function withoutProxyTraffic(e: TurnEffects, proxy: Endpoint | null): TurnEffects {
+  if (!proxy) return e;
+  return { ...e, external: e.external.filter((x) => !(x.addr === proxy.address && x.port === proxy.port)) };
 }

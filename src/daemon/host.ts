@@ -17,6 +17,7 @@ import { schedulerTurnHooks } from '../coordinator/scheduler-hooks.js';
 import { createScheduler, type HostScheduler, type JobResult } from '../engine/scheduler.js';
 import { buildTrace, type ObservedExec } from '../bench/record.js';
 import { readImage } from '../image/image-store.js';
+import { LINK_GATEWAY, ensureGateway, leaseOwner } from '../sandbox/net-link.js';
 
 export interface HostOptions {
   paths: CrabPaths;
@@ -26,7 +27,8 @@ export interface HostOptions {
   policy?: 'fifo' | 'reactive';
   maxConcurrentJobs?: number;
   /** Start the LLM proxy in front of this upstream. */
-  proxy?: { upstreamUrl: string; port?: number; host?: string };
+  /** `link`: also listen on the sandbox link gateway for in-sandbox agents (default true). */
+  proxy?: { upstreamUrl: string; port?: number; host?: string; link?: boolean };
 }
 
 export interface RecoverResult {
@@ -93,11 +95,19 @@ export class CrabHost {
             return mode === 'off' || mode === 'chat-only' ? null : () => controller.onBoundary(b.sandboxId, b.turnIndex);
           }),
           isKnownSandbox: (id) => fs.existsSync(sandboxes.dirs(id).record),
+          // An agent inside a sandbox created with --link: its source address names the sandbox.
+          sandboxByAddress: (addr) => leaseOwner(sandboxes.linkLeaseDir, addr.replace(/^::ffff:/, '')) ?? undefined,
           logger: log.child({ component: 'proxy' }),
         },
       );
       proxyUrl = await proxy.listen(opts.proxy.port ?? 0, opts.proxy.host ?? '127.0.0.1');
       log.info({ proxyUrl }, 'LLM proxy listening');
+      if (opts.proxy.link !== false) {
+        await ensureGateway();
+        const linkUrl = await proxy.listenAlso(Number(new URL(proxyUrl).port), LINK_GATEWAY);
+        controller.agentEndpoint = { address: LINK_GATEWAY, port: Number(new URL(linkUrl).port) };
+        log.info({ linkUrl }, 'LLM proxy listening for in-sandbox agents (sandboxes created with --link)');
+      }
     }
     return new CrabHost(service, checkpointer, inspector, controller, scheduler, proxy, proxyUrl);
   }

@@ -6,6 +6,7 @@
  * | first boundary of a session                       | full        |
  * | anything unknown (lost events, helper restart…)   | full        |
  * | processes started / exited / changed (± files)    | process     |
+ * | files only, with an in-sandbox agent              | process     |
  * | files only                                        | fs          |
  * | nothing                                           | skip        |
  */
@@ -21,6 +22,13 @@ export interface GranularityInput {
   effects: TurnEffects | null;
   /** Optional process-state diff (process-probe), for processes that ran without syscalls we follow. */
   probe?: ProcessDiff | null;
+  /**
+   * An in-sandbox agent was left out of the probe (its memory changes every turn). Restoring an
+   * fs checkpoint would pair new files with the agent's memory from an older process image, and
+   * the agent would redo writes: so file changes take a process checkpoint. Skips stay skips: an
+   * agent restored from before read-only turns only redoes reads.
+   */
+  agentInside?: boolean;
 }
 
 export interface GranularityDecision {
@@ -54,6 +62,7 @@ export function decideGranularity(input: GranularityInput): GranularityDecision 
   const proc = processesChanged(e, probe);
   const fs = fsChanged(e);
   if (proc.length > 0) return { granularity: 'process', reasons: fs ? [...proc, 'fs-changed'] : proc, pathsComplete };
+  if (fs && input.agentInside) return { granularity: 'process', reasons: ['fs-changed', 'agent-inside'], pathsComplete };
   if (fs) return { granularity: 'fs', reasons: ['fs-changed'], pathsComplete };
   return { granularity: 'skip', reasons: [], pathsComplete: true };
 }

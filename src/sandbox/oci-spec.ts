@@ -15,6 +15,10 @@ export interface SandboxSpecInput {
   pidsLimit: number;
   env?: Record<string, string>;
   binds?: Array<{ source: string; target: string; readonly?: boolean }>;
+  /** Join this network namespace (a link to the host proxy) instead of a new, empty one. */
+  netnsPath?: string;
+  /** CRIU configuration file runc hands to CRIU (restore options such as tcp-close). */
+  criuConfigPath?: string;
 }
 
 const CAPABILITIES = [
@@ -68,6 +72,8 @@ export function buildOciSpec(input: SandboxSpecInput): Record<string, unknown> {
       noNewPrivileges: true,
     },
     root: { path: input.rootfsPath, readonly: false },
+    // runc passes this file to CRIU on checkpoint and restore; its settings override runc's.
+    ...(input.criuConfigPath ? { annotations: { 'org.criu.config': input.criuConfigPath } } : {}),
     hostname: input.hostname,
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc' },
@@ -85,7 +91,7 @@ export function buildOciSpec(input: SandboxSpecInput): Record<string, unknown> {
         memory: { limit: input.memoryLimitBytes, swap: input.memoryLimitBytes },
         pids: { limit: input.pidsLimit },
       },
-      namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
+      namespaces: [{ type: 'pid' }, input.netnsPath ? { type: 'network', path: input.netnsPath } : { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
       seccomp: {
         defaultAction: 'SCMP_ACT_ALLOW',
         architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'],

@@ -18,6 +18,7 @@ import { cgroupsPathOf, processesOf, removeCgroupDirs, type HostProcess } from '
 import { SandboxChannel, type ExecResult } from './channel.js';
 import { SESSION_DIR } from './init-script.js';
 import { buildOciSpec } from './oci-spec.js';
+import { abortGatewayConnections, ensureLink, leaseLink, leases, linkNames, netnsPath, releaseLink } from './net-link.js';
 import { isMounted, mountOverlay, unmount } from './overlay.js';
 import { Runc } from './runc.js';
 import {
@@ -30,6 +31,9 @@ import {
   type SandboxRecord,
   type SandboxStatus,
 } from './sandbox.js';
+
+/** How long a command waits for a sandbox frozen by a checkpoint to thaw. */
+const PAUSED_WAIT_MS = 30_000;
 
 export interface SandboxDirs {
   root: string;
@@ -47,6 +51,8 @@ export interface GcReport {
   unmounted: string[];
   removedCgroups: string[];
   removedStaging: string[];
+  /** Link addresses whose sandbox is gone (namespace, veth and lease removed). */
+  removedLinks: string[];
   problems: string[];
 }
 
@@ -123,6 +129,7 @@ export class SandboxManager {
       ownerStartTicks: processStartTicks(process.pid) ?? 0,
     };
     try {
+      if (opts.link) rec.link = leaseLink(this.linkLeaseDir, id);
       await this.start(rec);
       fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
     } catch (err) {
@@ -132,17 +139,29 @@ export class SandboxManager {
     return this.info(id);
   }
 
+  /** Where link address leases live (one file per leased address, holding the sandbox id). */
+  get linkLeaseDir(): string {
+    return path.join(this.paths.run, 'links');
+  }
+
   /** Mounts the rootfs, writes the bundle and starts init; brings `lo` up. */
   private async start(rec: SandboxRecord): Promise<void> {
     const d = this.dirs(rec.id);
     await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
-    this.writeBundle(rec);
+    await this.writeBundle(rec);
     await this.runc.runDetached(rec.id, d.bundle);
-    await this.afterStart(rec.id);
+    await this.afterStart(rec);
   }
 
-  writeBundle(rec: SandboxRecord): void {
+  /**
+   * Writes bundle/config.json (and makes the sandbox's link exist, which it names). `criuOptions`
+   * go to bundle/criu.conf, read by CRIU on the next checkpoint or restore (e.g. tcp-close).
+   */
+  async writeBundle(rec: SandboxRecord, criuOptions: string[] = []): Promise<void> {
     const d = this.dirs(rec.id);
+    if (rec.link) await ensureLink(rec.link);
+    const criuConfigPath = path.join(d.bundle, 'criu.conf');
+    fs.writeFileSync(criuConfigPath, criuOptions.map((o) => `${o}\n`).join(''));
     const spec = buildOciSpec({
       id: rec.id,
       hostname: rec.id,
@@ -152,15 +171,19 @@ export class SandboxManager {
       pidsLimit: rec.pidsLimit,
       env: rec.env,
       binds: rec.binds,
+      netnsPath: rec.link ? netnsPath(rec.link) : undefined,
+      criuConfigPath,
     });
     fs.writeFileSync(path.join(d.bundle, 'config.json'), JSON.stringify(spec, null, 2));
   }
 
   /** After a start or a restore: loopback up (runc leaves it down, and restore brings it back down), init ready. */
-  async afterStart(id: string): Promise<void> {
+  async afterStart(rec: SandboxRecord): Promise<void> {
+    const id = rec.id;
     const st = await this.runc.state(id);
     if (!st || st.status !== 'running') throw new CrabError('SANDBOX_START_FAILED', 'internal', `sandbox '${id}' is not running after start (${st?.status ?? 'missing'})`);
     await run('nsenter', ['-t', String(st.pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], { errorCode: 'SANDBOX_NET_FAILED' });
+    if (rec.link) await abortGatewayConnections(rec.link);
     await this.channel(id).waitReady();
     for (const fn of this.lifecycle.started) await fn(id);
   }
@@ -186,7 +209,9 @@ export class SandboxManager {
 
   async requireRunning(id: string): Promise<void> {
     this.record(id);
-    const st = await this.status(id);
+    let st = await this.status(id);
+    // Frozen for a checkpoint (an in-sandbox agent's turn boundary): that lasts well under a second.
+    for (const until = Date.now() + PAUSED_WAIT_MS; st.status === 'paused' && Date.now() < until; st = await this.status(id)) await sleep(20);
     if (st.status !== 'running') {
       throw new CrabError('SANDBOX_NOT_RUNNING', 'precondition', `sandbox '${id}' is ${st.status}`, "Restore it from a checkpoint ('crab restore') or create a new one.");
     }
@@ -260,6 +285,10 @@ export class SandboxManager {
     for (const fn of this.lifecycle.removing) await fn(id);
     await this.killContainer(id);
     await unmount(d.rootfs);
+    // The link after the processes: a namespace is only gone once nothing lives in it.
+    for (const [address, owner] of leases(this.linkLeaseDir)) {
+      if (owner === id) await releaseLink(this.linkLeaseDir, { address, ...linkNames(id) });
+    }
     const leftCgroups = removeCgroupDirs(id);
     fs.rmSync(d.root, { recursive: true, force: true });
     if (leftCgroups.length) {
@@ -272,7 +301,7 @@ export class SandboxManager {
    * owner died, runc containers and mounts with no sandbox, empty cgroups, staging directories.
    */
   async gc(): Promise<GcReport> {
-    const rep: GcReport = { removedSandboxes: [], removedContainers: [], unmounted: [], removedCgroups: [], removedStaging: [], problems: [] };
+    const rep: GcReport = { removedSandboxes: [], removedContainers: [], unmounted: [], removedCgroups: [], removedStaging: [], removedLinks: [], problems: [] };
     const dirsOnDisk = new Set(fs.readdirSync(this.paths.sandboxes));
     for (const id of dirsOnDisk) {
       const d = this.dirs(id);
@@ -316,6 +345,13 @@ export class SandboxManager {
       const left = removeCgroupDirs(id);
       if (left.length === 0) rep.removedCgroups.push(id);
       else rep.problems.push(`cgroup ${id} still has processes`);
+    }
+    for (const [address, owner] of leases(this.linkLeaseDir)) {
+      if (fs.existsSync(this.dirs(owner).root)) continue;
+      await releaseLink(this.linkLeaseDir, { address, ...linkNames(owner) }).then(
+        () => rep.removedLinks.push(address),
+        (err: Error) => rep.problems.push(`link ${address}: ${err.message}`),
+      );
     }
     for (const root of [this.paths.images, this.paths.tmp]) {
       for (const n of fs.existsSync(root) ? fs.readdirSync(root) : []) {

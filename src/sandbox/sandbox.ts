@@ -1,5 +1,7 @@
 /** @module Sandbox types shared by the runtime, API and CLI. */
 
+import type { SandboxLink } from './net-link.js';
+
 export interface CreateSandboxOptions {
   /** Image name (default debian-bookworm-minbase). */
   image?: string;
@@ -14,6 +16,8 @@ export interface CreateSandboxOptions {
   ephemeral?: boolean;
   /** Host directories bound into the sandbox. */
   binds?: BindMount[];
+  /** A veth link to the host's LLM proxy (an agent inside reaches it at http://10.213.0.1:PORT). */
+  link?: boolean;
 }
 
 export interface BindMount {
@@ -30,6 +34,8 @@ export interface SandboxRecord {
   pidsLimit: number;
   env: Record<string, string>;
   binds?: BindMount[];
+  /** The sandbox's link to the host proxy, when created with one. */
+  link?: SandboxLink;
   createdAt: string;
   ephemeral: boolean;
   ownerPid: number;

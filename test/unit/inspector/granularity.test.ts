@@ -37,6 +37,8 @@ describe('decideGranularity', () => {
     ['new listening socket', { first: false, effects: effects({ listening: 1 }) }, 'process'],
     ['probe: a surviving process ran', { first: false, effects: effects(), probe: { ...noDiff, ran: [5], changed: true } }, 'process'],
     ['probe: nothing', { first: false, effects: effects({ paths: ['/a'] }), probe: noDiff }, 'fs'],
+    ['in-sandbox agent, files: process (agent memory must match the files)', { first: false, effects: effects({ paths: ['/a'] }), agentInside: true }, 'process'],
+    ['in-sandbox agent, nothing else: skip', { first: false, effects: effects(), agentInside: true }, 'skip'],
     ['unknown (dropped events)', { first: false, effects: effects({ paths: ['/a'], unknown: '3 events dropped' }) }, 'full'],
     ['unknown (helper down)', { first: false, effects: unknownEffects('s', 'inspector unavailable') }, 'full'],
   ];
