@@ -123,7 +123,10 @@ export class TurnController {
         const digested = await snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES });
         pending = { procs: digested, shells };
         const hintPaths = effects && d.pathsComplete && decision !== 'full' ? [...effects.fs.changedPaths, CONTROL_DIR] : undefined;
-        return { kind: decision, hintPaths, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons } };
+        // Which processes made the probe say "changed" (command lines: pids alone say little later).
+        const who = (pids: number[]) => pids.map((pid) => `${pid} ${procs.procs[pid]?.cmdline ?? baseline?.procs.procs[pid]?.cmdline ?? '?'}`.slice(0, 120));
+        const probeReport = probe?.changed ? { started: who(probe.started), exited: who(probe.exited), ran: who(probe.ran), memChanged: who(probe.memChanged) } : undefined;
+        return { kind: decision, hintPaths, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons, probe: probeReport } };
       });
       if (checkpoint) {
         this.forceFull.delete(sandboxId);

@@ -136,7 +136,60 @@ export function writableRegions(maps: string): { start: number; end: number; nam
   return out;
 }
 
-/** sha256 over the process's writable private memory; undefined when larger than maxBytes or unreadable. */
+/**
+ * x86-64 sleeps whose time arguments the kernel or CRIU rewrite while the task sleeps: an
+ * interrupted sleep writes its remaining time to `rem`, and a CRIU dump (which Crab's checkpoints
+ * are) rewrites `req` to the remaining time before restarting the call. Left in the digest, a
+ * `sleep` would look changed at every boundary only because Crab looked at it. Masked: the 16
+ * bytes at those pointers while the thread is blocked in the call (a restored process sleeps for
+ * its checkpoint's remaining time). nr → argument indexes.
+ */
+const TIME_ARGS: Record<number, number[]> = {
+  35: [0, 1], // nanosleep(req, rem)
+  230: [2, 3], // clock_nanosleep(clock, flags, req, rem)
+  23: [4], // select(n, r, w, x, timeout): Linux updates the timeout
+  270: [4], // pselect6(n, r, w, x, timeout, sigmask)
+  // restart_syscall, with the interrupted call's registers: nanosleep's or clock_nanosleep's
+  // pointers (clock ids and flags are small numbers, not pointers).
+  219: [0, 1, 2, 3],
+};
+const TIME_OUTPUT_BYTES = 16; // struct timespec / timeval
+/** Below this, an argument is a number (flags, clock ids), not a user pointer. */
+const MIN_USER_POINTER = 0x10000;
+
+/**
+ * Pure: the user memory a blocked sleep's time arguments occupy, from the text of
+ * /proc/PID/task/TID/syscall ("nr a1 … a6 sp pc", or "running", or "-1 sp pc").
+ */
+export function timeOutputRanges(syscallText: string): { start: number; end: number }[] {
+  const f = syscallText.trim().split(/\s+/);
+  if (f.length < 7) return [];
+  return (TIME_ARGS[Number(f[0])] ?? [])
+    .map((i) => Number.parseInt(f[1 + i]!, 16))
+    .filter((ptr) => ptr >= MIN_USER_POINTER)
+    .map((ptr) => ({ start: ptr, end: ptr + TIME_OUTPUT_BYTES }));
+}
+
+async function sleepingTimeOutputs(pid: number): Promise<{ start: number; end: number }[]> {
+  const tids = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  const out: { start: number; end: number }[] = [];
+  for (const tid of tids) out.push(...timeOutputRanges(await readFile(`/proc/${pid}/task/${tid}/syscall`, 'utf8').catch(() => '')));
+  return out;
+}
+
+/** Zeroes, in `buf` (which holds memory from address `at`), the bytes inside any of `ranges`. */
+function maskRanges(buf: Buffer, at: number, ranges: readonly { start: number; end: number }[]): void {
+  for (const r of ranges) {
+    const from = Math.max(r.start, at);
+    const to = Math.min(r.end, at + buf.length);
+    if (from < to) buf.fill(0, from - at, to - at);
+  }
+}
+
+/**
+ * sha256 over the process's writable private memory; undefined when larger than maxBytes or
+ * unreadable. The time arguments of blocked sleeps are left out (see TIME_ARGS).
+ */
 export async function memoryDigest(pid: number, maxBytes = 256 << 20): Promise<{ digest: string; bytes: number } | undefined> {
   let maps: string;
   try {
@@ -147,6 +200,7 @@ export async function memoryDigest(pid: number, maxBytes = 256 << 20): Promise<{
   const regions = writableRegions(maps);
   const total = regions.reduce((s, r) => s + (r.end - r.start), 0);
   if (total > maxBytes) return undefined;
+  const masked = await sleepingTimeOutputs(pid);
   const h = createHash('sha256');
   const buf = Buffer.allocUnsafe(1 << 20);
   let bytes = 0;
@@ -168,6 +222,7 @@ export async function memoryDigest(pid: number, maxBytes = 256 << 20): Promise<{
           break; // unreadable region (e.g. guard pages); its bounds are still in the digest
         }
         if (n <= 0) break;
+        maskRanges(buf.subarray(0, n), pos, masked);
         h.update(buf.subarray(0, n));
         bytes += n;
         pos += n;

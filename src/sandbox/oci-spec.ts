@@ -55,6 +55,10 @@ export function buildOciSpec(input: SandboxSpecInput): Record<string, unknown> {
     HOME: '/root',
     TERM: 'dumb',
     LANG: 'C.UTF-8',
+    // No restartable sequences: the kernel rewrites a thread's rseq area (its CPU id) whenever it
+    // returns to user space on another CPU — as every task does after a freeze or a CRIU dump — so
+    // the memory digest would see an idle process "change" only because Crab looked at it.
+    GLIBC_TUNABLES: 'glibc.pthread.rseq=0',
     ...input.env,
   };
   return {

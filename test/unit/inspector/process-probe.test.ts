@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { diffSnapshots, parseStat, snapshotProcesses, writableRegions, memoryDigest, type ProcInfo, type ProcSnapshot } from '../../../src/inspector/process-probe.js';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { diffSnapshots, parseStat, snapshotProcesses, writableRegions, memoryDigest, timeOutputRanges, type ProcInfo, type ProcSnapshot } from '../../../src/inspector/process-probe.js';
 
 function snap(...ps: Partial<ProcInfo>[]): ProcSnapshot {
   const procs: Record<number, ProcInfo> = {};
@@ -66,5 +68,38 @@ describe('process-probe', () => {
     assert.equal(Object.keys((await snapshotProcesses([0, 1, -5])).procs).length, 0);
     const d = await memoryDigest(process.pid);
     assert.ok(d === undefined || /^[0-9a-f]{64}$/.test(d.digest));
+  });
+
+  test('timeOutputRanges: the time arguments of blocked sleeps, nothing else', () => {
+    const r = (start: number) => ({ start, end: start + 16 });
+    const table: [string, { start: number; end: number }[]][] = [
+      ['230 0x0 0x0 0x7ffe3d8ec960 0x7ffe3d8ec9a0 0x0 0x0 0x7ffe3d8ec948 0x7f7d16326503', [r(0x7ffe3d8ec960), r(0x7ffe3d8ec9a0)]],
+      ['230 0x1 0x1 0x7ffe97610330 0x0 0x0 0x0 0x7ffe97610318 0x7faa4a0ed503', [r(0x7ffe97610330)]], // absolute sleep, no rem
+      ['219 0x0 0x0 0x7ffd8e65fe50 0x7ffd8e65fe90 0x0 0x0 0x7ffd8e65fe38 0x7f50bc634503', [r(0x7ffd8e65fe50), r(0x7ffd8e65fe90)]], // restarted clock_nanosleep
+      ['219 0x7ffc00001000 0x7ffc00002000 0x0 0x0 0x0 0x0 0x7ffc00000ff0 0x7f0000000000', [r(0x7ffc00001000), r(0x7ffc00002000)]], // restarted nanosleep
+      ['35 0x7ffc00001000 0x7ffc00002000 0x0 0x0 0x0 0x0 0x7ffc00000ff0 0x7f0000000000', [r(0x7ffc00001000), r(0x7ffc00002000)]],
+      ['23 0x4 0x7ffc00001000 0x0 0x0 0x7ffc00003000 0x0 0x7ffc00000ff0 0x7f0000000000', [r(0x7ffc00003000)]],
+      ['0 0x3 0x7ffc00001000 0x1000 0x0 0x0 0x0 0x7ffc00000ff0 0x7f0000000000', []], // read: not masked
+      ['running', []],
+      ['-1 0x7ffc00000ff0 0x7f0000000000', []],
+    ];
+    for (const [text, want] of table) assert.deepEqual(timeOutputRanges(text), want, text);
+  });
+
+  test('memoryDigest: a sleep interrupted by a stop keeps its digest', { skip: process.getuid?.() !== 0 ? 'needs root to read /proc/PID/mem' : undefined }, async () => {
+    const child = spawn('sleep', ['1000'], { stdio: 'ignore' });
+    try {
+      await sleep(200);
+      const a = await memoryDigest(child.pid!);
+      child.kill('SIGSTOP');
+      await sleep(50);
+      child.kill('SIGCONT');
+      await sleep(50);
+      const b = await memoryDigest(child.pid!);
+      assert.ok(a && b);
+      assert.equal(a.digest, b.digest);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
