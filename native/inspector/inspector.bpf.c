@@ -130,13 +130,15 @@ struct {
   __type(value, __u64);
 } gens SEC(".maps");
 
-/* "already reported this turn": an open file (file + dentry, so that a struct file freed and
- * reused for another path cannot match), or with file = dentry = 0 the sandbox's compat syscalls.
- * Value: the turn generation. An eviction only costs a repeated report. */
+/* "Already reported this turn": an open file, keyed by its struct file, dentry and inode number
+ * (a struct file freed and reused for another path would also need its dentry's address reused
+ * and the same inode number to match). Value: the turn generation. An LRU eviction only costs a
+ * repeated report. */
 struct fkey {
   __u64 cgid;
   __u64 file;
   __u64 dentry;
+  __u64 ino;
 };
 
 struct {
@@ -321,7 +323,7 @@ static long walk_step(__u32 idx, void *arg)
 
 /* Walks from (dentry, vfsmount) up to the current task's root, writing names leaf first into the
  * per-CPU scratch buffer (each followed by '/'). Returns EVF_D1 when it reached the root,
- * EVF_D1TRUNC otherwise. A global function: the verifier checks it once, not per call site. */
+ * EVF_D1TRUNC otherwise, or'd with the length written << 8. A global function: the verifier checks it once, not per call site. */
 __noinline int walk_global(__u64 dentry, __u64 vfsmnt)
 {
   __u32 zero = 0;
@@ -342,10 +344,10 @@ __noinline int walk_global(__u64 dentry, __u64 vfsmnt)
   };
   c.m = vfsmnt - c.moff;
   bpf_loop(64, walk_step, &c, 0);
-  return c.res;
+  return c.res | (c.off << 8);
 }
 
-/* Walks into the scratch buffer, then copies it into the event. */
+/* Walks into the scratch buffer, then copies what it wrote (and its NUL) into the event. */
 static __always_inline __u32 walk_path(struct dentry *d, struct vfsmount *vm, char *out)
 {
   __u32 r = walk_global((__u64)d, (__u64)vm);
@@ -355,8 +357,9 @@ static __always_inline __u32 walk_path(struct dentry *d, struct vfsmount *vm, ch
     out[0] = 0;
     return EVF_D1TRUNC;
   }
-  bpf_probe_read_kernel(out, DIRLEN, sb->d);
-  return r;
+  __u32 n = ((r >> 8) & (DIRLEN - 1)) + 1;
+  bpf_probe_read_kernel(out, n, sb->d);
+  return r & 0xff;
 }
 
 /* Base directory of a relative path: the dirfd's file, or the cwd for AT_FDCWD. */
@@ -396,7 +399,7 @@ static __always_inline void fd_op(struct sc *c, int fd, long bytes, int how)
     __sync_fetch_and_add(&c->v->bytes, bytes);
   struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
   int writable = bf->f_mode & FMODE_WRITE;
-  struct fkey k = { .cgid = c->cgid, .file = (__u64)f, .dentry = (__u64)d };
+  struct fkey k = { .cgid = c->cgid, .file = (__u64)f, .dentry = (__u64)d, .ino = ino->i_ino };
   __u64 gen = turn_gen(c->cgid);
   if (writable && !(how & FD_OPENED) && seen_this_turn(&k, gen))
     return;
@@ -460,14 +463,15 @@ static __always_inline void open_op(struct sc *c, int a, int dfd_arg)
   if (!f)
     return;
   struct file *bf = BTF(struct file, f);
-  __u16 fmt = bf->f_inode->i_mode & S_IFMT;
+  struct inode *ino = bf->f_inode;
+  __u16 fmt = ino->i_mode & S_IFMT;
   if (fmt != S_IFREG && fmt != S_IFDIR)
     return;
   __u32 fmode = bf->f_mode;
   __u64 drops = c->v->drops;
   path_op(c, a, -1, (fmode & FMODE_CREATED) ? EVF_CREATED : 0, dfd_arg, 1);
   if ((fmode & FMODE_WRITE) && c->v->drops == drops) {
-    struct fkey k = { .cgid = c->cgid, .file = (__u64)f, .dentry = (__u64)BPF_CORE_READ(f, f_path.dentry) };
+    struct fkey k = { .cgid = c->cgid, .file = (__u64)f, .dentry = (__u64)BPF_CORE_READ(f, f_path.dentry), .ino = ino->i_ino };
     __u64 gen = turn_gen(c->cgid);
     bpf_map_update_elem(&fdseen, &k, &gen, BPF_ANY);
   }
