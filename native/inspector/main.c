@@ -27,7 +27,7 @@
 #define AT_FDCWD_ (-100)
 #define MAX_SANDBOXES 4096
 #define RENAME_EXCHANGE_ 2
-#define POLL_MS 20
+#define POLL_MS 50
 
 static struct inspector_bpf *skel;
 static struct ring_buffer *rb;
