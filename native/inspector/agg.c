@@ -336,6 +336,25 @@ void agg_net(struct sandbox *s, uint32_t kind, uint32_t pid, uint16_t family, co
   memcpy(n->addr, addr, 16);
 }
 
+void agg_compat_exec(struct sandbox *s, uint32_t pid, int is32)
+{
+  if (is32)
+    pid_add(&s->compat, pid);
+  else
+    pid_del(&s->compat, pid);
+}
+
+void agg_compat_fork(struct sandbox *s, uint32_t parent, uint32_t child)
+{
+  if (pid_find(&s->compat, parent) >= 0)
+    pid_add(&s->compat, child);
+}
+
+void agg_compat_exit(struct sandbox *s, uint32_t pid)
+{
+  pid_del(&s->compat, pid);
+}
+
 void agg_unknown(struct sandbox *s, const char *reason)
 {
   if (!s->unknown[0])
@@ -418,6 +437,8 @@ void agg_report(struct sandbox *s, FILE *out)
     snprintf(unknown, sizeof(unknown), "more than %d distinct paths", MAX_PATHS);
   if (!unknown[0] && (s->started.overflow || s->exited.overflow || s->execed.overflow))
     snprintf(unknown, sizeof(unknown), "more than %d processes", MAX_PIDS);
+  if (!unknown[0] && (s->compat.n || s->compat.overflow))
+    snprintf(unknown, sizeof(unknown), "a 32-bit process is running: its syscalls are not followed");
   if (!unknown[0] && s->net_overflow)
     snprintf(unknown, sizeof(unknown), "more than %d network effects", MAX_NET);
 

@@ -50,6 +50,9 @@ struct sandbox {
   struct netent net[MAX_NET];
   uint32_t nnet;
   int net_overflow;
+  /* 32-bit processes alive in the sandbox (kept across turns): their syscalls are not followed,
+   * so every turn while one lives is unknown */
+  struct pidset compat;
   char unknown[256];
   char root[512];     /* host path of the sandbox's root as readlink(/proc/PID/root) shows it */
 };
@@ -65,6 +68,10 @@ void agg_exec(struct sandbox *s, uint32_t pid);
 void agg_exit(struct sandbox *s, uint32_t pid);
 void agg_net(struct sandbox *s, uint32_t kind, uint32_t pid, uint16_t family, const uint8_t *addr, uint16_t port);
 void agg_unknown(struct sandbox *s, const char *reason);
+/* pid exec'd a program: a 32-bit one (is32) or not; a fork of a 32-bit process is one too. */
+void agg_compat_exec(struct sandbox *s, uint32_t pid, int is32);
+void agg_compat_fork(struct sandbox *s, uint32_t parent, uint32_t child);
+void agg_compat_exit(struct sandbox *s, uint32_t pid);
 /* Writes the report object (no trailing newline). */
 void agg_report(struct sandbox *s, FILE *out);
 /* 1 when the path is outside what the inspector reports (/proc, /sys, /dev). */

@@ -1,8 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Crab inspector: syscall and sched tracepoints, filtered in the kernel to registered sandbox
- * cgroups (cgroup v2 ids). Mutation syscalls are recorded at sys_exit, only when they succeeded.
- * Writes are deduplicated in the kernel per (cgroup, tgid, fd, file, turn generation); their
- * bytes are summed in the sandbox's map value. */
+/* Crab inspector: syscall-exit tracepoints plus the sched tracepoints, filtered in the kernel to
+ * registered sandbox cgroups (cgroup v2 ids).
+ *
+ * Cost model (measured on the 2-core VM, getpid loop): any syscall tracepoint puts every syscall
+ * on the host on the slow path; a raw_syscalls (or tp_btf/sys_exit) program then runs for every
+ * syscall (~90 ns here even when empty, ~150 ns for the former enter+exit pair), while
+ * syscalls:sys_exit_<name> tracepoints cost the other syscalls a bitmap test (~45 ns). So one
+ * program, on_sys_exit, is attached by the helper to the exit tracepoints of the syscalls that can
+ * mutate something (list in main.c) and nothing runs at sys_enter: the arguments are still in the
+ * task's saved user registers at exit, so no per-syscall state is kept. It first rejects, with a
+ * few compares and no map lookup, what cannot have an effect (openat without write access, a
+ * failed call, …); only what is left pays for the cgroup lookup, and only sandbox tasks go on.
+ * Mutations are recorded only when they succeeded (connect: also when in progress).
+ *
+ * In-kernel aggregation: an fd-based mutation (write family, ftruncate, mmap, …) is reported once
+ * per turn per open file (`fdseen`, keyed by cgroup, struct file and dentry); an open for writing
+ * marks its file as reported, so the writes that follow cost no event. Bytes are summed in the
+ * sandbox's map value. Connects/sends to loopback are dropped in the kernel.
+ *
+ * 32-bit (compat) syscalls are not shown by syscalls:* tracepoints: exec of a 32-bit ELF is flagged
+ * and the helper keeps such turns unknown while the process lives.
+ *
+ * Ring buffer: events are submitted without waking the helper until 1 MiB is pending (the helper
+ * also polls every few ms and drains the buffer before every answer). Any reserve failure is
+ * counted per cgroup (the turn becomes unknown). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -16,6 +37,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define O_CREAT 0100
 #define O_TRUNC 01000
 #define O_TMPFILE 020000000
+#define O_WRBITS (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_TMPFILE)
+#define FMODE_WRITE 0x2
 #define FMODE_CREATED 0x100000
 #define S_IFMT 00170000
 #define S_IFREG 0100000
@@ -25,6 +48,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAP_TYPE 0x0f
 #define MAP_SHARED 1
 #define MAP_SHARED_VALIDATE 3
+#define AT_FDCWD -100
+#define WAKE_BYTES (1 << 20)
 #define AF_INET 2
 #define AF_INET6 10
 #define EINPROGRESS 115
@@ -79,6 +104,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_utimensat 280
 #define NR_fallocate 285
 #define NR_pwritev 296
+#define NR_open_by_handle_at 304
+#define NR_sendmmsg 307
 #define NR_renameat2 316
 #define NR_copy_file_range 326
 #define NR_pwritev2 328
@@ -103,30 +130,21 @@ struct {
   __type(value, __u64);
 } gens SEC(".maps");
 
-struct pend {
-  __u64 cgid;
-  __u64 nr;
-  __u64 args[6];
-};
-
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u32);
-  __type(value, struct pend);
-} pending SEC(".maps");
-
-struct fdkey {
+/* "Already reported this turn": an open file, keyed by its struct file, dentry and inode number
+ * (a struct file freed and reused for another path would also need its dentry's address reused
+ * and the same inode number to match). Value: the turn generation. An LRU eviction only costs a
+ * repeated report. */
+struct fkey {
   __u64 cgid;
   __u64 file;
-  __u32 tgid;
-  __s32 fd;
+  __u64 dentry;
+  __u64 ino;
 };
 
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, 65536);
-  __type(key, struct fdkey);
+  __type(key, struct fkey);
   __type(value, __u64);
 } fdseen SEC(".maps");
 
@@ -134,77 +152,6 @@ struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 32 * 1024 * 1024);
 } rb SEC(".maps");
-
-/* Is this syscall (with these args) worth remembering at sys_enter? Cheap: nr switch + flags. */
-static __always_inline int interesting(long nr, unsigned long *a)
-{
-  switch (nr) {
-  case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
-  case NR_sendfile: case NR_splice: case NR_copy_file_range: case NR_fallocate:
-  case NR_truncate: case NR_ftruncate: case NR_chdir: case NR_fchdir: case NR_rename:
-  case NR_mkdir: case NR_rmdir: case NR_creat: case NR_link: case NR_unlink: case NR_symlink:
-  case NR_chmod: case NR_fchmod: case NR_chown: case NR_fchown: case NR_lchown: case NR_utime:
-  case NR_mknod: case NR_setxattr: case NR_lsetxattr: case NR_fsetxattr: case NR_removexattr:
-  case NR_lremovexattr: case NR_fremovexattr: case NR_utimes: case NR_mkdirat: case NR_mknodat:
-  case NR_fchownat: case NR_futimesat: case NR_unlinkat: case NR_renameat: case NR_linkat:
-  case NR_symlinkat: case NR_fchmodat: case NR_utimensat: case NR_renameat2: case NR_fchmodat2:
-  case NR_setxattrat: case NR_removexattrat: case NR_listen: case NR_connect: case NR_sendmsg:
-  case NR_io_uring_setup:
-    return 1;
-  case NR_sendto:
-    return a[4] != 0;
-  case NR_mmap:
-    return (a[2] & PROT_WRITE) && ((a[3] & MAP_TYPE) == MAP_SHARED || (a[3] & MAP_TYPE) == MAP_SHARED_VALIDATE) &&
-           (long)a[4] >= 0;
-  case NR_open:
-    return (a[1] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_TMPFILE)) != 0;
-  case NR_openat:
-    return (a[2] & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_TMPFILE)) != 0;
-  case NR_openat2:
-    return 1; /* flags are in struct open_how: checked at exit */
-  }
-  return 0;
-}
-
-SEC("tracepoint/raw_syscalls/sys_enter")
-int on_sys_enter(struct trace_event_raw_sys_enter *ctx)
-{
-  __u64 cgid = bpf_get_current_cgroup_id();
-  if (!bpf_map_lookup_elem(&sandboxes, &cgid))
-    return 0;
-  long nr = BPF_CORE_READ(ctx, id);
-  unsigned long a[6];
-#pragma unroll
-  for (int i = 0; i < 6; i++)
-    a[i] = BPF_CORE_READ(ctx, args[i]);
-  if (!interesting(nr, a))
-    return 0;
-  struct pend p = { .cgid = cgid, .nr = nr };
-#pragma unroll
-  for (int i = 0; i < 6; i++)
-    p.args[i] = a[i];
-  __u32 tid = (__u32)bpf_get_current_pid_tgid();
-  bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
-  return 0;
-}
-
-static __always_inline struct file *fd_file(int fd)
-{
-  struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-  struct files_struct *files = BPF_CORE_READ(t, files);
-  if (!files)
-    return 0;
-  struct fdtable *fdt = BPF_CORE_READ(files, fdt);
-  unsigned int max = BPF_CORE_READ(fdt, max_fds);
-  if (fd < 0 || (unsigned int)fd >= max)
-    return 0;
-  struct file **fds = BPF_CORE_READ(fdt, fd);
-  struct file *f = 0;
-  bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-  return f;
-}
-
-#define AT_FDCWD -100
 
 struct dirbuf {
   char d[DIRLEN];
@@ -215,6 +162,104 @@ struct {
   __type(key, __u32);
   __type(value, struct dirbuf);
 } scratch SEC(".maps");
+
+/* One syscall of a sandbox task, as seen at its exit. */
+struct sc {
+  __u64 cgid;
+  struct sb_val *v;
+  long nr;
+  long ret;
+  unsigned long a[6];
+};
+
+/* ---- events: reserve, fill the common part, submit ---- */
+
+static __always_inline void *ev_reserve(struct sb_val *v, __u64 size)
+{
+  void *e = bpf_ringbuf_reserve(&rb, size, 0);
+  if (!e)
+    __sync_fetch_and_add(&v->drops, 1);
+  return e;
+}
+
+static __always_inline void ev_submit(struct sb_val *v, void *e)
+{
+  __sync_fetch_and_add(&v->events, 1);
+  /* wake the helper only once a batch is pending: it also polls, and drains before answering */
+  __u64 fl = bpf_ringbuf_query(&rb, BPF_RB_AVAIL_DATA) >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+  bpf_ringbuf_submit(e, fl);
+}
+
+static __always_inline void fill_hdr(struct ev_hdr *h, __u32 type, __u32 nr, __u64 cgid, long ret)
+{
+  __u64 pt = bpf_get_current_pid_tgid();
+  h->type = type;
+  h->nr = nr;
+  h->tgid = pt >> 32;
+  h->tid = (__u32)pt;
+  h->cgid = cgid;
+  h->ret = ret;
+}
+
+static __always_inline struct ev_small *small_new(struct sb_val *v, __u32 type, __u32 nr, __u64 cgid, long ret)
+{
+  struct ev_small *e = ev_reserve(v, sizeof(*e));
+  if (!e)
+    return 0;
+  __builtin_memset(e, 0, sizeof(*e));
+  fill_hdr(&e->h, type, nr, cgid, ret);
+  bpf_get_current_comm(e->comm, sizeof(e->comm));
+  return e;
+}
+
+/* A path event with empty strings; args copied from the syscall (or zero). */
+static __always_inline struct ev_path *path_new(struct sb_val *v, __u32 type, __u32 nr, __u64 cgid, long ret,
+                                                const unsigned long *args)
+{
+  struct ev_path *e = ev_reserve(v, sizeof(*e));
+  if (!e)
+    return 0;
+  fill_hdr(&e->h, type, nr, cgid, ret);
+#pragma unroll
+  for (int i = 0; i < 6; i++)
+    e->args[i] = args ? args[i] : 0;
+  e->flags = 0;
+  e->dfd = AT_FDCWD;
+  e->p1[0] = 0;
+  e->p2[0] = 0;
+  e->d1[0] = 0;
+  return e;
+}
+
+static __always_inline __u64 turn_gen(__u64 cgid)
+{
+  __u64 *g = bpf_map_lookup_elem(&gens, &cgid);
+  return g ? *g : 0;
+}
+
+static __always_inline int seen_this_turn(struct fkey *k, __u64 gen)
+{
+  __u64 *s = bpf_map_lookup_elem(&fdseen, k);
+  return s && *s == gen;
+}
+
+/* ---- path resolution in the kernel ---- */
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The struct file of the current task's fd (0 if none), as a plain address (for map keys, the
+ * walk and BPF_CORE_READ); BTF() of it allows plain loads instead of one helper call per field. */
+static __always_inline struct file *fd_file(int fd)
+{
+  struct task_struct *t = bpf_get_current_task_btf();
+  struct fdtable *fdt = t->files->fdt;
+  if (fd < 0 || (unsigned int)fd >= fdt->max_fds)
+    return 0;
+  struct file *f = 0;
+  bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
+  return f;
+}
+#define BTF(type, p) ((type *)bpf_rdonly_cast(p, bpf_core_type_id_kernel(type)))
 
 struct walk_ctx {
   __u64 d, vm, m, rootd, rootm, moff;
@@ -278,7 +323,7 @@ static long walk_step(__u32 idx, void *arg)
 
 /* Walks from (dentry, vfsmount) up to the current task's root, writing names leaf first into the
  * per-CPU scratch buffer (each followed by '/'). Returns EVF_D1 when it reached the root,
- * EVF_D1TRUNC otherwise. A global function: the verifier checks it once, not per call site. */
+ * EVF_D1TRUNC otherwise, or'd with the length written << 8. A global function: the verifier checks it once, not per call site. */
 __noinline int walk_global(__u64 dentry, __u64 vfsmnt)
 {
   __u32 zero = 0;
@@ -299,10 +344,10 @@ __noinline int walk_global(__u64 dentry, __u64 vfsmnt)
   };
   c.m = vfsmnt - c.moff;
   bpf_loop(64, walk_step, &c, 0);
-  return c.res;
+  return c.res | (c.off << 8);
 }
 
-/* Walks into the scratch buffer, then copies it into the event. */
+/* Walks into the scratch buffer, then copies what it wrote (and its NUL) into the event. */
 static __always_inline __u32 walk_path(struct dentry *d, struct vfsmount *vm, char *out)
 {
   __u32 r = walk_global((__u64)d, (__u64)vm);
@@ -312,8 +357,9 @@ static __always_inline __u32 walk_path(struct dentry *d, struct vfsmount *vm, ch
     out[0] = 0;
     return EVF_D1TRUNC;
   }
-  bpf_probe_read_kernel(out, DIRLEN, sb->d);
-  return r;
+  __u32 n = ((r >> 8) & (DIRLEN - 1)) + 1;
+  bpf_probe_read_kernel(out, n, sb->d);
+  return r & 0xff;
 }
 
 /* Base directory of a relative path: the dirfd's file, or the cwd for AT_FDCWD. */
@@ -330,126 +376,124 @@ static __always_inline __u32 walk_base(int dfd, char *buf)
   return walk_path(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), buf);
 }
 
-static __always_inline void count_drop(struct sb_val *v)
-{
-  if (v)
-    __sync_fetch_and_add(&v->drops, 1);
-}
+/* ---- the kinds of record ---- */
 
-static __always_inline void fill_hdr(struct ev_hdr *h, __u32 type, __u32 nr, __u64 cgid, long ret)
-{
-  __u64 pt = bpf_get_current_pid_tgid();
-  h->type = type;
-  h->nr = nr;
-  h->tgid = pt >> 32;
-  h->tid = (__u32)pt;
-  h->cgid = cgid;
-  h->ret = ret;
-}
+#define FD_REGULAR 1 /* regular files only (writes); else directories and symlinks too (metadata) */
+#define FD_OPENED 2  /* the fd was just opened: report it even if its key looks seen */
 
-/* An fd-based mutation: regular files only for writes (dirs too for metadata ops); once per turn. */
-static __always_inline void fd_op(struct pend *p, struct sb_val *v, int fd, long ret, int is_write, int regular_only)
+/* An fd-based mutation (or an open that returned the fd): the file's own path, walked in the
+ * kernel. Once per turn per open file when the file is open for writing: only a file opened this
+ * turn can reuse the address of one reported this turn, and its open was reported then. A file
+ * open read-only (fchmod, fsetxattr, …) is reported every time: it may not have been. */
+static __always_inline void fd_op(struct sc *c, int fd, long bytes, int how)
 {
   struct file *f = fd_file(fd);
   if (!f)
     return;
-  struct inode *ino = BPF_CORE_READ(f, f_inode);
-  __u16 mode = BPF_CORE_READ(ino, i_mode);
-  __u16 fmt = mode & S_IFMT;
-  if (fmt != S_IFREG && (regular_only || (fmt != S_IFDIR && fmt != S_IFLNK)))
+  struct file *bf = BTF(struct file, f);
+  struct inode *ino = bf->f_inode;
+  __u16 fmt = ino->i_mode & S_IFMT;
+  if (fmt != S_IFREG && ((how & FD_REGULAR) || (fmt != S_IFDIR && fmt != S_IFLNK)))
     return;
-  if (is_write && ret > 0)
-    __sync_fetch_and_add(&v->bytes, ret);
-  __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-  struct fdkey k = { .cgid = p->cgid, .file = (__u64)f, .tgid = tgid, .fd = fd };
-  __u64 gen = 0;
-  __u64 *g = bpf_map_lookup_elem(&gens, &p->cgid);
-  if (g)
-    gen = *g;
-  __u64 *seen = bpf_map_lookup_elem(&fdseen, &k);
-  if (seen && *seen == gen)
+  if (bytes > 0)
+    __sync_fetch_and_add(&c->v->bytes, bytes);
+  struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+  int writable = bf->f_mode & FMODE_WRITE;
+  struct fkey k = { .cgid = c->cgid, .file = (__u64)f, .dentry = (__u64)d, .ino = ino->i_ino };
+  __u64 gen = turn_gen(c->cgid);
+  if (writable && !(how & FD_OPENED) && seen_this_turn(&k, gen))
     return;
-  bpf_map_update_elem(&fdseen, &k, &gen, BPF_ANY);
-  struct ev_path *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
-  if (!e) {
-    count_drop(v);
-    /* forget it so the next write retries the report */
-    bpf_map_delete_elem(&fdseen, &k);
+  struct ev_path *e = path_new(c->v, EV_FDOP, c->nr, c->cgid, c->ret, c->a);
+  if (!e)
     return;
-  }
-  fill_hdr(&e->h, EV_FDOP, p->nr, p->cgid, ret);
-#pragma unroll
-  for (int i = 0; i < 6; i++)
-    e->args[i] = p->args[i];
-  e->p1[0] = 0;
-  e->p2[0] = 0;
   e->dfd = fd;
   __u32 flags = fmt == S_IFDIR ? EVF_DIR : 0;
-  if (BPF_CORE_READ(ino, i_nlink) == 0)
+  if (ino->i_nlink == 0)
     flags |= EVF_UNLINKED;
-  flags |= walk_path(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), e->d1);
+  flags |= walk_path(d, BPF_CORE_READ(f, f_path.mnt), e->d1);
   e->flags = flags;
-  __sync_fetch_and_add(&v->events, 1);
-  bpf_ringbuf_submit(e, 0);
+  ev_submit(c->v, e);
+  if (writable)
+    bpf_map_update_elem(&fdseen, &k, &gen, BPF_ANY);
 }
 
-/* dfd_arg: index of the dirfd argument (-1: AT_FDCWD); rel: which path (1, 2, 3 = either) triggers the walk */
-static __always_inline void path_op(struct pend *p, struct sb_val *v, long ret, int a1, int a2, __u32 flags, int dfd_arg, int rel)
+/* A path syscall. a1/a2: argument index of the path(s) to read (-1: none); dfd_arg: index of the
+ * dirfd argument (-1: AT_FDCWD); rel: which path (1, 2, 3 = either) being relative triggers the
+ * walk of the base directory. */
+static __always_inline void path_op(struct sc *c, int a1, int a2, __u32 flags, int dfd_arg, int rel)
 {
-  struct ev_path *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
-  if (!e) {
-    count_drop(v);
+  struct ev_path *e = path_new(c->v, EV_PATH, c->nr, c->cgid, c->ret, c->a);
+  if (!e)
     return;
-  }
-  fill_hdr(&e->h, EV_PATH, p->nr, p->cgid, ret);
-#pragma unroll
-  for (int i = 0; i < 6; i++)
-    e->args[i] = p->args[i];
-  e->p1[0] = 0;
-  e->p2[0] = 0;
   if (a1 >= 0 && a1 < 6) {
-    long n = bpf_probe_read_user_str(e->p1, PATHLEN, (void *)p->args[a1]);
+    long n = bpf_probe_read_user_str(e->p1, PATHLEN, (void *)c->a[a1]);
     if (n >= PATHLEN)
       flags |= EVF_TRUNC1;
     if (n < 0)
       e->p1[0] = 0;
   }
   if (a2 >= 0 && a2 < 6) {
-    long n = bpf_probe_read_user_str(e->p2, PATHLEN, (void *)p->args[a2]);
+    long n = bpf_probe_read_user_str(e->p2, PATHLEN, (void *)c->a[a2]);
     if (n >= PATHLEN)
       flags |= EVF_TRUNC2;
     if (n < 0)
       e->p2[0] = 0;
   }
-  e->d1[0] = 0;
-  e->dfd = AT_FDCWD;
   if (dfd_arg >= 0 && dfd_arg < 6)
-    e->dfd = (int)p->args[dfd_arg];
+    e->dfd = (int)c->a[dfd_arg];
   int relative = ((rel & 1) && e->p1[0] != '/') || ((rel & 2) && e->p2[0] != '/');
   if (relative)
     flags |= walk_base(e->dfd, e->d1);
   e->flags = flags;
-  __sync_fetch_and_add(&v->events, 1);
-  bpf_ringbuf_submit(e, 0);
+  ev_submit(c->v, e);
 }
 
-static __always_inline void small_ev(struct sb_val *v, __u32 type, __u32 nr, __u64 cgid, long ret, __u32 kind)
+/* open family: only regular files and directories (not pipes, sockets, ttys, /dev/null). A file
+ * opened for writing is marked reported for the turn: its writes then cost no event. */
+static __always_inline void open_op(struct sc *c, int a, int dfd_arg)
 {
-  struct ev_small *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
-  if (!e) {
-    count_drop(v);
-    return;
+  if (c->nr == NR_openat2) {
+    __u64 fl = 0;
+    bpf_probe_read_user(&fl, sizeof(fl), (void *)c->a[2]);
+    if (!(fl & O_WRBITS))
+      return;
+    c->a[2] = fl;
   }
-  __builtin_memset(e, 0, sizeof(*e));
-  fill_hdr(&e->h, type, nr, cgid, ret);
-  e->kind = kind;
-  bpf_get_current_comm(e->comm, sizeof(e->comm));
-  __sync_fetch_and_add(&v->events, 1);
-  bpf_ringbuf_submit(e, 0);
+  struct file *f = fd_file((int)c->ret);
+  if (!f)
+    return;
+  struct file *bf = BTF(struct file, f);
+  struct inode *ino = bf->f_inode;
+  __u16 fmt = ino->i_mode & S_IFMT;
+  if (fmt != S_IFREG && fmt != S_IFDIR)
+    return;
+  __u32 fmode = bf->f_mode;
+  __u64 drops = c->v->drops;
+  path_op(c, a, -1, (fmode & FMODE_CREATED) ? EVF_CREATED : 0, dfd_arg, 1);
+  if ((fmode & FMODE_WRITE) && c->v->drops == drops) {
+    struct fkey k = { .cgid = c->cgid, .file = (__u64)f, .dentry = (__u64)BPF_CORE_READ(f, f_path.dentry), .ino = ino->i_ino };
+    __u64 gen = turn_gen(c->cgid);
+    bpf_map_update_elem(&fdseen, &k, &gen, BPF_ANY);
+  }
 }
 
-/* connect/sendto/sendmsg: the destination address, read from user memory. */
-static __always_inline void net_addr(struct pend *p, struct sb_val *v, long ret, __u32 kind, void *uaddr)
+static __always_inline int loopback(__u16 fam, const __u8 *a)
+{
+  if (fam == AF_INET)
+    return a[0] == 127 || (a[0] | a[1] | a[2] | a[3]) == 0;
+  __u64 hi = 0, lo = 0;
+  __builtin_memcpy(&hi, a, 8);
+  __builtin_memcpy(&lo, a + 8, 8);
+  if (hi == 0 && (lo == 0 || lo == 0x0100000000000000ULL)) /* ::, ::1 */
+    return 1;
+  if (hi == 0 && (lo & 0xffffffffULL) == 0xffff0000ULL) /* ::ffff:a.b.c.d */
+    return a[12] == 127 || (a[12] | a[13] | a[14] | a[15]) == 0;
+  return 0;
+}
+
+/* connect/sendto/sendmsg: the destination address, read from user memory; loopback is no
+ * external effect and is not reported. */
+static __always_inline void net_addr(struct sc *c, __u32 kind, void *uaddr)
 {
   if (!uaddr)
     return;
@@ -458,47 +502,41 @@ static __always_inline void net_addr(struct pend *p, struct sb_val *v, long ret,
     return;
   if (fam != AF_INET && fam != AF_INET6)
     return;
-  struct ev_small *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
-  if (!e) {
-    count_drop(v);
+  __u8 addr[16] = {};
+  if (fam == AF_INET)
+    bpf_probe_read_user(addr, 4, uaddr + 4);
+  else
+    bpf_probe_read_user(addr, 16, uaddr + 8);
+  if (loopback(fam, addr))
     return;
-  }
-  __builtin_memset(e, 0, sizeof(*e));
-  fill_hdr(&e->h, EV_NET, p->nr, p->cgid, ret);
-  e->kind = kind;
-  e->family = fam;
-  e->fd = (int)p->args[0];
   __u16 port = 0;
   bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
+  struct ev_small *e = small_new(c->v, EV_NET, c->nr, c->cgid, c->ret);
+  if (!e)
+    return;
+  e->kind = kind;
+  e->family = fam;
+  e->fd = (int)c->a[0];
   e->port = __builtin_bswap16(port);
-  if (fam == AF_INET)
-    bpf_probe_read_user(e->addr, 4, uaddr + 4);
-  else
-    bpf_probe_read_user(e->addr, 16, uaddr + 8);
-  bpf_get_current_comm(e->comm, sizeof(e->comm));
-  __sync_fetch_and_add(&v->events, 1);
-  bpf_ringbuf_submit(e, 0);
+  __builtin_memcpy(e->addr, addr, 16);
+  ev_submit(c->v, e);
 }
 
 /* listen(fd): the bound local address, read from the socket. */
-static __always_inline void net_listen(struct pend *p, struct sb_val *v, long ret)
+static __always_inline void net_listen(struct sc *c)
 {
-  struct file *f = fd_file((int)p->args[0]);
+  struct file *f = fd_file((int)c->a[0]);
   if (!f)
     return;
   struct socket *sock = BPF_CORE_READ(f, private_data);
   struct sock *sk = BPF_CORE_READ(sock, sk);
   if (!sk)
     return;
-  struct ev_small *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
-  if (!e) {
-    count_drop(v);
+  struct ev_small *e = small_new(c->v, EV_NET, c->nr, c->cgid, c->ret);
+  if (!e)
     return;
-  }
-  __builtin_memset(e, 0, sizeof(*e));
-  fill_hdr(&e->h, EV_NET, p->nr, p->cgid, ret);
   e->kind = NET_LISTEN;
-  e->fd = (int)p->args[0];
+  e->fd = (int)c->a[0];
   e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
   e->port = BPF_CORE_READ(sk, __sk_common.skc_num);
   if (e->family == AF_INET) {
@@ -507,137 +545,184 @@ static __always_inline void net_listen(struct pend *p, struct sb_val *v, long re
   } else if (e->family == AF_INET6) {
     BPF_CORE_READ_INTO(e->addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
   }
-  bpf_get_current_comm(e->comm, sizeof(e->comm));
-  __sync_fetch_and_add(&v->events, 1);
-  bpf_ringbuf_submit(e, 0);
+  ev_submit(c->v, e);
 }
 
-SEC("tracepoint/raw_syscalls/sys_exit")
-int on_sys_exit(struct trace_event_raw_sys_exit *ctx)
+static __always_inline void unknown_ev(struct sc *c, __u32 kind)
 {
+  struct ev_small *e = small_new(c->v, EV_UNKNOWN, c->nr, c->cgid, c->ret);
+  if (!e)
+    return;
+  e->kind = kind;
+  ev_submit(c->v, e);
+}
+
+/* ---- sys_exit ---- */
+
+/* Can this syscall, with this result, have had an effect worth reporting? Only compares on the
+ * number, the arguments in registers and the return value: no helper call. Network attempts count
+ * even when they failed in flight (connect in progress); everything else only when it succeeded. */
+static __always_inline int candidate(long nr, struct pt_regs *regs, long ret)
+{
+  switch (nr) {
+  case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
+  case NR_sendfile: case NR_splice: case NR_copy_file_range:
+    return ret > 0;
+  case NR_connect:
+    return ret == 0 || ret == -EINPROGRESS;
+  case NR_sendto:
+    return ret >= 0 && regs->r8 != 0;
+  case NR_sendmmsg:
+    return ret > 0;
+  case NR_open:
+    return ret >= 0 && (regs->si & O_WRBITS);
+  case NR_openat:
+    return ret >= 0 && (regs->dx & O_WRBITS);
+  case NR_open_by_handle_at:
+    return ret >= 0 && (regs->dx & (O_WRONLY | O_RDWR | O_TRUNC));
+  case NR_mmap: {
+    unsigned long prot = regs->dx, type = regs->r10 & MAP_TYPE;
+    return ret >= 0 && (prot & PROT_WRITE) && (type == MAP_SHARED || type == MAP_SHARED_VALIDATE) && (long)regs->r8 >= 0;
+  }
+  case NR_fallocate: case NR_truncate: case NR_ftruncate: case NR_chdir: case NR_fchdir: case NR_rename:
+  case NR_mkdir: case NR_rmdir: case NR_creat: case NR_link: case NR_unlink: case NR_symlink:
+  case NR_chmod: case NR_fchmod: case NR_chown: case NR_fchown: case NR_lchown: case NR_utime:
+  case NR_mknod: case NR_setxattr: case NR_lsetxattr: case NR_fsetxattr: case NR_removexattr:
+  case NR_lremovexattr: case NR_fremovexattr: case NR_utimes: case NR_mkdirat: case NR_mknodat:
+  case NR_fchownat: case NR_futimesat: case NR_unlinkat: case NR_renameat: case NR_linkat:
+  case NR_symlinkat: case NR_fchmodat: case NR_utimensat: case NR_renameat2: case NR_fchmodat2:
+  case NR_setxattrat: case NR_removexattrat: case NR_listen: case NR_sendmsg: case NR_io_uring_setup:
+  case NR_openat2:
+    return ret >= 0;
+  }
+  return 0;
+}
+
+static __always_inline void on_syscall(struct sc *c)
+{
+  switch (c->nr) {
+  case NR_connect:
+    net_addr(c, NET_CONNECT, (void *)c->a[1]);
+    return;
+  case NR_sendto:
+    net_addr(c, NET_SENDTO, (void *)c->a[4]);
+    return;
+  case NR_sendmsg: {
+    void *name = 0;
+    bpf_probe_read_user(&name, sizeof(name), (void *)c->a[1]);
+    net_addr(c, NET_SENDTO, name);
+    return;
+  }
+  case NR_sendmmsg: /* the destinations of the first messages sent (each struct mmsghdr: 64 bytes) */
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      if (i >= c->ret)
+        break;
+      void *name = 0;
+      bpf_probe_read_user(&name, sizeof(name), (void *)(c->a[1] + 64 * i));
+      net_addr(c, NET_SENDTO, name);
+    }
+    return;
+  case NR_io_uring_setup:
+    unknown_ev(c, UNK_IO_URING);
+    return;
+  case NR_listen:
+    net_listen(c);
+    return;
+  case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2: case NR_sendfile:
+    fd_op(c, (int)c->a[0], c->ret, FD_REGULAR);
+    return;
+  case NR_splice: case NR_copy_file_range:
+    fd_op(c, (int)c->a[2], c->ret, FD_REGULAR);
+    return;
+  case NR_fallocate: case NR_ftruncate:
+    fd_op(c, (int)c->a[0], 0, FD_REGULAR);
+    return;
+  case NR_mmap:
+    fd_op(c, (int)c->a[4], 0, FD_REGULAR);
+    return;
+  case NR_open_by_handle_at:
+    fd_op(c, (int)c->ret, 0, FD_REGULAR | FD_OPENED);
+    return;
+  case NR_fchmod: case NR_fchown: case NR_fsetxattr: case NR_fremovexattr: case NR_fchdir:
+    fd_op(c, (int)c->a[0], 0, 0);
+    return;
+  case NR_open: case NR_creat:
+    open_op(c, 0, -1);
+    return;
+  case NR_openat: case NR_openat2:
+    open_op(c, 1, 0);
+    return;
+  case NR_utimensat:
+    if (c->a[1] == 0) { /* utimensat(fd, NULL, …) = futimens */
+      fd_op(c, (int)c->a[0], 0, 0);
+      return;
+    }
+    path_op(c, 1, -1, 0, 0, 1);
+    return;
+  case NR_truncate: case NR_chdir: case NR_mkdir: case NR_rmdir: case NR_unlink: case NR_chmod:
+  case NR_chown: case NR_lchown: case NR_utime: case NR_mknod: case NR_setxattr: case NR_lsetxattr:
+  case NR_removexattr: case NR_lremovexattr: case NR_utimes:
+    path_op(c, 0, -1, 0, -1, 1);
+    return;
+  case NR_mkdirat: case NR_mknodat: case NR_fchownat: case NR_futimesat: case NR_unlinkat:
+  case NR_fchmodat: case NR_fchmodat2: case NR_setxattrat: case NR_removexattrat:
+    path_op(c, 1, -1, 0, 0, 1);
+    return;
+  case NR_rename:
+    path_op(c, 0, 1, 0, -1, 3);
+    return;
+  case NR_link:
+    path_op(c, 0, 1, 0, -1, 2);
+    return;
+  case NR_symlink:
+    path_op(c, 1, -1, 0, -1, 1);
+    return;
+  case NR_symlinkat:
+    path_op(c, 2, -1, 0, 1, 1);
+    return;
+  case NR_renameat: case NR_renameat2:
+    path_op(c, 1, 3, 0, 0, 3);
+    return;
+  case NR_linkat:
+    path_op(c, 1, 3, 0, 2, 2);
+    return;
+  }
+}
+
+/* Context of a syscalls:sys_exit_* tracepoint as a BPF program sees it. */
+struct sys_exit_ctx {
+  __u64 unused;
+  int nr;
+  long ret;
+};
+
+/* Attached by the helper to syscalls:sys_exit_<name> for each syscall in SYSCALLS (inspector.h):
+ * the kernel tests a bitmap for every other syscall and never runs this program for it. The
+ * arguments are read from the task's saved user registers (unchanged since sys_enter). */
+SEC("tracepoint")
+int on_sys_exit(struct sys_exit_ctx *ctx)
+{
+  long nr = ctx->nr, ret = ctx->ret;
+  struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+  if (!candidate(nr, regs, ret))
+    return 0;
   __u64 cgid = bpf_get_current_cgroup_id();
   struct sb_val *v = bpf_map_lookup_elem(&sandboxes, &cgid);
   if (!v)
     return 0;
-  __u32 tid = (__u32)bpf_get_current_pid_tgid();
-  struct pend *pp = bpf_map_lookup_elem(&pending, &tid);
-  if (!pp)
-    return 0;
-  struct pend p = *pp;
-  bpf_map_delete_elem(&pending, &tid);
-  long ret = BPF_CORE_READ(ctx, ret);
-  long nr = BPF_CORE_READ(ctx, id);
-  if (nr != (long)p.nr || p.cgid != cgid)
-    return 0;
-
-  /* network effects count even when the syscall failed: the attempt may have left the host */
-  switch (nr) {
-  case NR_connect:
-    if (ret == 0 || ret == -EINPROGRESS)
-      net_addr(&p, v, ret, NET_CONNECT, (void *)p.args[1]);
-    return 0;
-  case NR_sendto:
-    if (ret >= 0)
-      net_addr(&p, v, ret, NET_SENDTO, (void *)p.args[4]);
-    return 0;
-  case NR_sendmsg: {
-    if (ret < 0)
-      return 0;
-    void *name = 0;
-    bpf_probe_read_user(&name, sizeof(name), (void *)p.args[1]);
-    net_addr(&p, v, ret, NET_SENDTO, name);
-    return 0;
-  }
-  case NR_io_uring_setup:
-    if (ret >= 0)
-      small_ev(v, EV_UNKNOWN, nr, cgid, ret, 0);
-    return 0;
-  }
-  if (ret < 0)
-    return 0;
-
-  switch (nr) {
-  case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2:
-    if (ret > 0)
-      fd_op(&p, v, (int)p.args[0], ret, 1, 1);
-    return 0;
-  case NR_sendfile:
-    if (ret > 0)
-      fd_op(&p, v, (int)p.args[0], ret, 1, 1);
-    return 0;
-  case NR_splice: case NR_copy_file_range:
-    if (ret > 0)
-      fd_op(&p, v, (int)p.args[2], ret, 1, 1);
-    return 0;
-  case NR_fallocate: case NR_ftruncate:
-    fd_op(&p, v, (int)p.args[0], 0, 0, 1);
-    return 0;
-  case NR_mmap:
-    fd_op(&p, v, (int)p.args[4], 0, 0, 1);
-    return 0;
-  case NR_fchmod: case NR_fchown: case NR_fsetxattr: case NR_fremovexattr: case NR_fchdir:
-    fd_op(&p, v, (int)p.args[0], 0, 0, 0);
-    return 0;
-  case NR_listen:
-    net_listen(&p, v, ret);
-    return 0;
-  case NR_open: case NR_creat: case NR_openat: case NR_openat2: {
-    int a = (nr == NR_open || nr == NR_creat) ? 0 : 1;
-    if (nr == NR_openat2) {
-      __u64 fl = 0;
-      bpf_probe_read_user(&fl, sizeof(fl), (void *)p.args[2]);
-      if (!(fl & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_TMPFILE)))
-        return 0;
-      p.args[2] = fl;
-    }
-    struct file *f = fd_file((int)ret);
-    if (!f)
-      return 0;
-    struct inode *ino = BPF_CORE_READ(f, f_inode);
-    __u16 fmt = BPF_CORE_READ(ino, i_mode) & S_IFMT;
-    if (fmt != S_IFREG && fmt != S_IFDIR)
-      return 0; /* pipes, sockets, ttys, /dev/null */
-    __u32 fl = (BPF_CORE_READ(f, f_mode) & FMODE_CREATED) ? EVF_CREATED : 0;
-    path_op(&p, v, ret, a, -1, fl, a == 0 ? -1 : 0, 1);
-    return 0;
-  }
-  case NR_utimensat:
-    if (p.args[1] == 0) { /* utimensat(fd, NULL, …) = futimens */
-      fd_op(&p, v, (int)p.args[0], 0, 0, 0);
-      return 0;
-    }
-    path_op(&p, v, ret, 1, -1, 0, 0, 1);
-    return 0;
-  case NR_truncate: case NR_chdir: case NR_mkdir: case NR_rmdir: case NR_unlink: case NR_chmod:
-  case NR_chown: case NR_lchown: case NR_utime: case NR_mknod: case NR_setxattr: case NR_lsetxattr:
-  case NR_removexattr: case NR_lremovexattr: case NR_utimes:
-    path_op(&p, v, ret, 0, -1, 0, -1, 1);
-    return 0;
-  case NR_mkdirat: case NR_mknodat: case NR_fchownat: case NR_futimesat: case NR_unlinkat:
-  case NR_fchmodat: case NR_fchmodat2: case NR_setxattrat: case NR_removexattrat:
-    path_op(&p, v, ret, 1, -1, 0, 0, 1);
-    return 0;
-  case NR_rename:
-    path_op(&p, v, ret, 0, 1, 0, -1, 3);
-    return 0;
-  case NR_link:
-    path_op(&p, v, ret, 0, 1, 0, -1, 2);
-    return 0;
-  case NR_symlink:
-    path_op(&p, v, ret, 1, -1, 0, -1, 1);
-    return 0;
-  case NR_symlinkat:
-    path_op(&p, v, ret, 2, -1, 0, 1, 1);
-    return 0;
-  case NR_renameat: case NR_renameat2:
-    path_op(&p, v, ret, 1, 3, 0, 0, 3);
-    return 0;
-  case NR_linkat:
-    path_op(&p, v, ret, 1, 3, 0, 2, 2);
-    return 0;
-  }
+  struct sc c = { .cgid = cgid, .v = v, .nr = nr, .ret = ret };
+  c.a[0] = regs->di;
+  c.a[1] = regs->si;
+  c.a[2] = regs->dx;
+  c.a[3] = regs->r10;
+  c.a[4] = regs->r8;
+  c.a[5] = regs->r9;
+  on_syscall(&c);
   return 0;
 }
+
+/* ---- processes ---- */
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
@@ -646,18 +731,12 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
   struct sb_val *v = bpf_map_lookup_elem(&sandboxes, &cgid);
   if (!v)
     return 0;
-  struct ev_small *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
-  if (!e) {
-    count_drop(v);
+  struct ev_small *e = small_new(v, EV_FORK, 0, cgid, 0);
+  if (!e)
     return 0;
-  }
-  __builtin_memset(e, 0, sizeof(*e));
-  fill_hdr(&e->h, EV_FORK, 0, cgid, 0);
   e->child_tgid = BPF_CORE_READ(child, tgid);
   e->child_pid = BPF_CORE_READ(child, pid);
-  bpf_get_current_comm(e->comm, sizeof(e->comm));
-  __sync_fetch_and_add(&v->events, 1);
-  bpf_ringbuf_submit(e, 0);
+  ev_submit(v, e);
   return 0;
 }
 
@@ -668,22 +747,20 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
   struct sb_val *v = bpf_map_lookup_elem(&sandboxes, &cgid);
   if (!v)
     return 0;
-  struct ev_path *e = bpf_ringbuf_reserve(&rb, sizeof(*e), 0);
-  if (!e) {
-    count_drop(v);
+  struct ev_path *e = path_new(v, EV_EXEC, 0, cgid, old_pid, 0);
+  if (!e)
     return 0;
-  }
-  fill_hdr(&e->h, EV_EXEC, 0, cgid, old_pid);
-  __builtin_memset(e->args, 0, sizeof(e->args));
-  e->flags = 0;
   e->dfd = 0;
-  e->d1[0] = 0;
   const char *fn = BPF_CORE_READ(bprm, filename);
   if (bpf_probe_read_kernel_str(e->p1, PATHLEN, fn) < 0)
     e->p1[0] = 0;
   bpf_get_current_comm(e->p2, COMMLEN);
-  __sync_fetch_and_add(&v->events, 1);
-  bpf_ringbuf_submit(e, 0);
+  /* a 32-bit ELF: its syscalls are compat ones, which syscalls:* tracepoints do not show */
+  char hdr[5] = {};
+  bpf_core_read(hdr, sizeof(hdr), &bprm->buf);
+  if (hdr[0] == 0x7f && hdr[1] == 'E' && hdr[2] == 'L' && hdr[3] == 'F' && hdr[4] == 1 /* ELFCLASS32 */)
+    e->flags |= EVF_COMPAT;
+  ev_submit(v, e);
   return 0;
 }
 
@@ -696,6 +773,9 @@ int BPF_PROG(on_proc_exit, struct task_struct *p)
     return 0;
   if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
     return 0; /* a thread, not a process */
-  small_ev(v, EV_EXIT, 0, cgid, BPF_CORE_READ(p, exit_code), 0);
+  struct ev_small *e = small_new(v, EV_EXIT, 0, cgid, BPF_CORE_READ(p, exit_code));
+  if (!e)
+    return 0;
+  ev_submit(v, e);
   return 0;
 }

@@ -17,6 +17,9 @@ enum ev_type {
 
 enum net_kind { NET_LISTEN = 1, NET_CONNECT = 2, NET_SENDTO = 3 };
 
+/* ev_small.kind of EV_UNKNOWN */
+enum unk_kind { UNK_IO_URING = 1 };
+
 /* ev_path.flags */
 #define EVF_CREATED 1u   /* open() created the file (FMODE_CREATED) */
 #define EVF_TRUNC1 2u    /* p1 did not fit */
@@ -25,6 +28,7 @@ enum net_kind { NET_LISTEN = 1, NET_CONNECT = 2, NET_SENDTO = 3 };
 #define EVF_D1 16u       /* d1 holds the walked base directory (dirfd `dfd`, or cwd for AT_FDCWD) */
 #define EVF_D1TRUNC 32u  /* the walk did not reach the root (too deep/long): d1 is unusable */
 #define EVF_UNLINKED 64u /* fd op on a file with no name left */
+#define EVF_COMPAT 128u  /* EV_EXEC: a 32-bit program (its compat syscalls are not followed) */
 #define DIRLEN 1024
 #define NAME_MAX_ 255
 

@@ -27,6 +27,7 @@
 #define AT_FDCWD_ (-100)
 #define MAX_SANDBOXES 4096
 #define RENAME_EXCHANGE_ 2
+#define POLL_MS 50
 
 static struct inspector_bpf *skel;
 static struct ring_buffer *rb;
@@ -343,6 +344,7 @@ static int on_event(void *ctx, void *data, size_t len)
     if (e->child_pid != e->child_tgid)
       break; /* a new thread */
     agg_fork(s, e->child_tgid);
+    agg_compat_fork(s, h->tgid, e->child_tgid);
     const char *c = cwd_get(h->tgid);
     if (c) {
       char *dup = strdup(c);
@@ -355,9 +357,11 @@ static int on_event(void *ctx, void *data, size_t len)
   }
   case EV_EXEC:
     agg_exec(s, h->tgid);
+    agg_compat_exec(s, h->tgid, !!(((const struct ev_path *)data)->flags & EVF_COMPAT));
     break;
   case EV_EXIT:
     agg_exit(s, h->tgid);
+    agg_compat_exit(s, h->tgid);
     cwd_del(h->tgid);
     break;
   case EV_NET: {
@@ -625,6 +629,50 @@ static void handle_line(char *line)
   fflush(stdout);
 }
 
+/* The syscalls whose exit the BPF program follows (syscalls:sys_exit_<name>): every one it
+ * handles, and no other (each other syscall then costs the kernel a bitmap test, no program run). */
+static const char *const SYSCALLS[] = {
+  "write", "pwrite64", "writev", "pwritev", "pwritev2", "sendfile64", "splice", "copy_file_range",
+  "connect", "sendto", "sendmsg", "sendmmsg", "listen", "io_uring_setup",
+  "open", "openat", "openat2", "creat", "open_by_handle_at", "mmap", "fallocate", "truncate", "ftruncate",
+  "chdir", "fchdir", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "link", "linkat",
+  "unlink", "unlinkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown",
+  "fchown", "lchown", "fchownat", "utime", "utimes", "futimesat", "utimensat", "mknod", "mknodat",
+  "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "setxattrat",
+  "removexattrat",
+};
+#define NSYSCALLS (sizeof(SYSCALLS) / sizeof(SYSCALLS[0]))
+static struct bpf_link *sys_links[NSYSCALLS];
+
+/* Attaches on_sys_exit to each syscall's exit tracepoint. A syscall this kernel does not have
+ * (no tracepoint directory) is skipped: nothing can call it. */
+static int attach_syscalls(void)
+{
+  for (size_t i = 0; i < NSYSCALLS; i++) {
+    char dir[128];
+    snprintf(dir, sizeof(dir), "/sys/kernel/tracing/events/syscalls/sys_exit_%s", SYSCALLS[i]);
+    if (access(dir, F_OK) != 0 && errno == ENOENT && access("/sys/kernel/tracing/events/syscalls", F_OK) == 0)
+      continue;
+    char tp[64];
+    snprintf(tp, sizeof(tp), "sys_exit_%s", SYSCALLS[i]);
+    sys_links[i] = bpf_program__attach_tracepoint(skel->progs.on_sys_exit, "syscalls", tp);
+    if (!sys_links[i]) {
+      int err = errno;
+      fprintf(stderr, "attach syscalls:%s: %s\n", tp, strerror(err));
+      errno = err;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void detach_syscalls(void)
+{
+  for (size_t i = 0; i < NSYSCALLS; i++)
+    if (sys_links[i])
+      bpf_link__destroy(sys_links[i]);
+}
+
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list args)
 {
   if (level == LIBBPF_DEBUG)
@@ -653,11 +701,13 @@ int main(int argc, char **argv)
       fprintf(stdout, "{\"event\":\"error\",\"error\":\"cannot load the BPF program: %s\"}\n", strerror(errno));
       return 1;
     }
-    if (inspector_bpf__attach(skel)) {
+    bpf_program__set_autoattach(skel->progs.on_sys_exit, false);
+    if (inspector_bpf__attach(skel) || attach_syscalls()) {
       fprintf(stdout,
               "{\"event\":\"error\",\"error\":\"cannot attach the BPF program (is tracefs mounted at "
               "/sys/kernel/tracing?): %s\"}\n",
               strerror(errno));
+      detach_syscalls();
       inspector_bpf__destroy(skel);
       return 1;
     }
@@ -679,11 +729,12 @@ int main(int argc, char **argv)
     return 1;
   struct pollfd pfd[2] = { { .fd = 0, .events = POLLIN }, { .fd = use_bpf ? ring_buffer__epoll_fd(rb) : -1, .events = POLLIN } };
   for (;;) {
-    int n = poll(pfd, use_bpf ? 2 : 1, 1000);
+    /* the BPF side wakes us only once a batch is pending: drain it every POLL_MS anyway */
+    int n = poll(pfd, use_bpf ? 2 : 1, use_bpf ? POLL_MS : 1000);
     if (n < 0 && errno != EINTR)
       break;
-    if (use_bpf && (n == 0 || (pfd[1].revents & POLLIN)))
-      ring_buffer__consume(rb);
+    if (use_bpf)
+      ring_buffer__consume(rb); /* cheap when empty; also when only requests woke us */
     if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t r = read(0, buf + len, cap - len - 1);
       if (r == 0)
@@ -714,6 +765,7 @@ int main(int argc, char **argv)
   }
   if (rb)
     ring_buffer__free(rb);
+  detach_syscalls();
   if (skel)
     inspector_bpf__destroy(skel);
   return 0;

@@ -121,6 +121,21 @@ describe('EbpfInspector on a cgroup', opts, () => {
     assert.equal(e.unknown, null);
   });
 
+  test('every file written or chmod-ed through reused fds and struct files is reported', async () => {
+    await sh.run('mkdir re && for i in $(seq 1 20); do echo $i > re/e$i; echo $i > re/r$i; done');
+    await ins.effects(prefix);
+    // each round frees a struct file (and a dentry: tmp is removed) just before opening the next one
+    await sh.run('for i in $(seq 1 20); do echo a > tmp; rm tmp; exec 4<>re/e$i; echo z >&4; exec 4>&-; done');
+    const py = 'import os\nfor i in range(1, 21):\n    fd = os.open("re/r%d" % i, os.O_RDONLY)\n    os.fchmod(fd, 0o600)\n    os.close(fd)';
+    await sh.run(`python3 -c '${py}'`);
+    const e = await ins.effects(prefix);
+    const want = [...Array.from({ length: 20 }, (_, i) => `re/e${i + 1}`), ...Array.from({ length: 20 }, (_, i) => `re/r${i + 1}`)];
+    assert.deepEqual(e.fs.changedPaths, want.map((p) => path.join(work, p)).sort());
+    assert.equal(e.unknown, null);
+    await sh.run('rm -r re');
+    await ins.effects(prefix);
+  });
+
   test('mv reports both paths', async () => {
     await sh.run('mv f g');
     const e = await ins.effects(prefix);
