@@ -293,7 +293,7 @@ export class Checkpointer {
     const tFs = performance.now();
     let processMs = 0;
     try {
-      fs.rmSync(staging, { recursive: true, force: true });
+      await fs.promises.rm(staging, { recursive: true, force: true });
       if (layer) fs.mkdirSync(staging, { recursive: true });
       else await span('rs.materialize', () => materialize(manifest, this.store, staging));
       const tImg = performance.now();
@@ -305,14 +305,12 @@ export class Checkpointer {
         await sandboxes.stop(targetId);
         await unmount(d.rootfs);
       }
-      fs.rmSync(d.upper, { recursive: true, force: true });
-      fs.rmSync(d.work, { recursive: true, force: true });
+      // async: the old upper may hold thousands of files, and this process serves other sandboxes meanwhile
+      await Promise.all([d.upper, d.work].map((p) => fs.promises.rm(p, { recursive: true, force: true })));
       fs.renameSync(staging, d.upper);
       await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
     } catch (err) {
-      fs.rmSync(staging, { recursive: true, force: true });
-      fs.rmSync(scratch, { recursive: true, force: true });
-      if (!existing) fs.rmSync(d.root, { recursive: true, force: true });
+      for (const p of [staging, scratch, ...(existing ? [] : [d.root])]) await fs.promises.rm(p, { recursive: true, force: true });
       throw err;
     }
     const fsMs = performance.now() - tFs - processMs;

@@ -262,7 +262,8 @@ export class SandboxManager {
     await span('sb.killContainer', () => this.killContainer(id));
     await span('sb.unmount', () => unmount(d.rootfs));
     const leftCgroups = removeCgroupDirs(id);
-    await span('sb.rmRoot', async () => fs.rmSync(d.root, { recursive: true, force: true }));
+    // Not rmSync: a sandbox's tree may hold thousands of files, and this process serves other sandboxes meanwhile.
+    await span('sb.rmRoot', () => fs.promises.rm(d.root, { recursive: true, force: true }));
     if (leftCgroups.length) {
       throw new CrabError('SANDBOX_CLEANUP_INCOMPLETE', 'internal', `cgroups still in use: ${leftCgroups.join(', ')}`, "Run 'crab gc' again in a moment.");
     }
