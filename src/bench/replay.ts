@@ -32,6 +32,8 @@ export interface RunSpec {
   latencyScale: number;
   /** A second no-fault run of the reference (reported with fault 'none-repeat'). */
   repeat?: boolean;
+  /** Its checkpoint jobs go before other runs' (host.prioritySandboxes): the overhead runs. */
+  priority?: boolean;
 }
 
 export interface RunResult {
@@ -154,6 +156,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
   };
 
   const lastTurn = trace.turns.length;
+  if (spec.priority) host.prioritySandboxes.add(id);
   const t0 = performance.now();
   try {
     await start();
@@ -244,6 +247,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     await span('r.figures', () => collectFigures(host, id, result)).catch(() => undefined); // figures are best effort; correctness is decided
     await span('r.remove', () => svc.removeSandbox(id)).catch(() => undefined);
     await span('r.catalogDelete', () => host.checkpointer.catalog.deleteSandbox(id, { cascade: true })).catch(() => undefined);
+    host.prioritySandboxes.delete(id);
   }
   return result;
 }
