@@ -2,8 +2,14 @@
  * @module `crab bench`: replays traces in every mode on one host, side by side, with faults.
  *
  * Phase 1 (reference, overhead, traffic): every trace once per mode with no fault, at the
- * overhead latency scale (1 by default: only scale-1 overhead figures are valid).
- * Phase 2 (correctness sweep): every trace × mode (but none) × fault point at `latencyScale`.
+ * overhead latency scale (1 by default: only scale-1 overhead figures are valid). All modes of a
+ * trace start together and run side by side (same load); `overheadTraces` traces at a time.
+ * After them, a second no-fault run of the trace at `latencyScale` (the noise reference).
+ * Phase 2 (correctness sweep): every trace × mode (but none) × fault point at `latencyScale`,
+ * `concurrency` runs at a time. Each run is an independent replay from a fresh sandbox.
+ * The two phases run at the same time: phase 1 mostly waits on the (replayed) LLM while phase 2
+ * is CPU-bound, and phase 1's checkpoint jobs go first in the host's scheduler so the sweep does
+ * not queue them. Phase 2 starts its longest runs first, so no long run is left for the end.
  * The `none` run of a trace is the reference final state the others must equal.
  */
 import os from 'node:os';
@@ -23,6 +29,8 @@ export interface BenchOptions {
   /** Latency scale of the no-fault runs that give overhead and traffic (1 = valid overhead). */
   overheadScale: number;
   concurrency: number;
+  /** Traces whose no-fault runs (phase 1) go on at once, alongside the fault sweep (default 2). */
+  overheadTraces?: number;
   onProgress?: (done: number, total: number, last: RunResult | null) => void;
 }
 
@@ -74,6 +82,15 @@ export function parseFaultPlan(text: string): FaultPlan | null {
   return null;
 }
 
+/**
+ * Fault runs, the dearest first: checkpointing modes before chat-only (which takes none), then
+ * traces with more turns (more boundaries, longer replays) first. Only the order changes.
+ */
+export function longestFirst(specs: readonly RunSpec[]): RunSpec[] {
+  const weight = (s: RunSpec) => (s.mode === 'chat-only' || s.mode === 'none' ? 0 : 1000) + s.trace.turns.length;
+  return specs.map((s, i) => ({ s, i, w: weight(s) })).sort((a, b) => b.w - a.w || a.i - b.i).map((x) => x.s);
+}
+
 async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(
@@ -93,24 +110,35 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     await ensureImage(host.service.paths.images, traces[0]!.header.image.base, pkgs, progress);
   }
   const modes = opts.modes.includes('none') ? opts.modes : (['none', ...opts.modes] as BenchMode[]);
-  const phase1 = traces.flatMap((trace) => modes.map((mode) => ({ trace, mode, fault: null as Fault | null, latencyScale: opts.overheadScale })));
-  const phase2 = traces.flatMap((trace) =>
-    faultPoints(opts.faults, trace.turns.length).flatMap((fault) => modes.filter((m) => m !== 'none').map((mode) => ({ trace, mode, fault, latencyScale: opts.latencyScale }))),
+  // Phase 1: one group per trace, its modes side by side; then a second no-fault run of the trace
+  // (what differs between two clean runs is noise). Never at the same time as the first: run-time
+  // dependent content (git commit dates…) must have the chance to differ.
+  const phase1 = traces.map((trace) => ({
+    side: modes.map((mode): RunSpec => ({ trace, mode, fault: null, latencyScale: opts.overheadScale, priority: true })),
+    repeat: { trace, mode: 'none', fault: null, latencyScale: opts.latencyScale, repeat: true } as RunSpec,
+  }));
+  // Phase 2: the faults.
+  const faultRuns = traces.flatMap((trace) =>
+    faultPoints(opts.faults, trace.turns.length).flatMap((fault) => modes.filter((m) => m !== 'none').map((mode): RunSpec => ({ trace, mode, fault, latencyScale: opts.latencyScale }))),
   );
-  const total = phase1.length + traces.length + phase2.length;
+  const phase2 = longestFirst(faultRuns);
+  const total = traces.length * (modes.length + 1) + phase2.length;
   let done = 0;
   opts.onProgress?.(0, total, null);
   const runs: RunResult[] = [];
-  const runAll = (specs: RunSpec[]) =>
-    pool(specs, opts.concurrency, async (spec) => {
-      const r = await runReplay(host, spec, null);
-      runs.push(r);
-      opts.onProgress?.(++done, total, r);
-    });
-  // Phase 1: all modes of a trace side by side (same load), no faults: overhead and traffic.
-  await runAll(phase1);
-  // Phase 2: a second no-fault run per trace (what differs between two clean runs is noise), then the faults.
-  await runAll([...traces.map((trace) => ({ trace, mode: 'none' as const, fault: null, latencyScale: opts.latencyScale, repeat: true })), ...phase2]);
+  const runOne = async (spec: RunSpec) => {
+    const r = await runReplay(host, spec, null);
+    runs.push(r);
+    opts.onProgress?.(++done, total, r);
+  };
+  const groupsAtOnce = faultRuns.length ? Math.max(1, opts.overheadTraces ?? 2) : Math.max(1, Math.floor(opts.concurrency / modes.length));
+  await Promise.all([
+    pool(phase1, groupsAtOnce, async (group) => {
+      await Promise.all(group.side.map(runOne));
+      await runOne(group.repeat);
+    }),
+    pool(phase2, opts.concurrency, runOne),
+  ]);
   judge(runs);
   for (const r of runs) delete r.final;
   return {

@@ -3,6 +3,7 @@
  * and run-dependent caches left out), the processes by command line, and the session shell's
  * state digest.
  */
+import { span } from '../core/prof.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
@@ -76,7 +77,7 @@ export async function finalState(m: SandboxManager, id: string, session: string 
       continue; // exited meanwhile
     }
   }
-  const files = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs);
+  const files = await span('fs.upperEntries', async () => upperEntries(m.dirs(id).upper, m.record(id).lowerDirs));
   // Files a live process keeps rewriting (a counter, a log) have no single final value.
   await new Promise((r) => setTimeout(r, LIVE_WATCH_MS));
   const again = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs);

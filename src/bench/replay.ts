@@ -3,6 +3,7 @@
  * the LLM side going through Crab's proxy (so turn boundaries are real proxied requests).
  * See ../../shared/trace-format.md for the order of events and the recovery rules.
  */
+import { noteSandboxCpu, span } from '../core/prof.js';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CrabHost } from '../daemon/host.js';
@@ -31,6 +32,8 @@ export interface RunSpec {
   latencyScale: number;
   /** A second no-fault run of the reference (reported with fault 'none-repeat'). */
   repeat?: boolean;
+  /** Its checkpoint jobs go before other runs' (host.prioritySandboxes): the overhead runs. */
+  priority?: boolean;
 }
 
 export interface RunResult {
@@ -106,16 +109,16 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     persistent ? svc.exec(id, cmd, { session: SESSION, timeoutMs: timeoutS * 1000 }) : svc.exec(id, cmd, { timeoutMs: timeoutS * 1000 });
 
   const start = async () => {
-    await svc.createSandbox({ name: id, image: h.image.base, packages: h.image.packages, ephemeral: true });
+    await span('r.create', () => svc.createSandbox({ name: id, image: h.image.base, packages: h.image.packages, ephemeral: true }));
     host.setMode(id, controllerMode);
     for (const cmd of h.setup) {
-      const r = await exec(cmd, 600);
+      const r = await span('r.setup', () => exec(cmd, 600));
       if (r.exitCode !== 0) throw new RunFailure(`setup command failed (exit ${r.exitCode}): ${cmd}: ${r.stderr.slice(0, 200)}`);
     }
   };
 
   const runAction = async (turn: number, a: Action) => {
-    const r = await exec(a.cmd, a.timeout_s);
+    const r = await span('r.action', () => exec(a.cmd, a.timeout_s));
     if (a.expect_exit !== undefined && r.exitCode !== a.expect_exit) {
       throw new RunFailure(`turn ${turn}: '${a.cmd.slice(0, 60)}' exited ${r.exitCode}, expected ${a.expect_exit}`);
     }
@@ -146,12 +149,14 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     });
     if (opts.killMidWait) {
       await sleep(Math.max(1, payload.latency_ms / 2));
+      noteSandboxCpu('sandbox.cgroup', id);
       await svc.stopSandbox(id);
     }
     await req;
   };
 
   const lastTurn = trace.turns.length;
+  if (spec.priority) host.prioritySandboxes.add(id);
   const t0 = performance.now();
   try {
     await start();
@@ -159,7 +164,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     let faulted = false;
     while (turn <= lastTurn + 1) {
       const midWait = !faulted && fault?.when === 'mid-wait' && fault.turn === turn;
-      await ask(turn, { killMidWait: midWait });
+      await span('r.ask', () => ask(turn, { killMidWait: midWait }));
       if (midWait) {
         faulted = true;
         result.tokens_wasted += trace.turns[turn - 1]!.llm.prompt_tokens + trace.turns[turn - 1]!.llm.completion_tokens;
@@ -170,7 +175,8 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       await runTurnActions(turn);
       if (!faulted && fault?.when === 'after-actions' && fault.turn === turn) {
         faulted = true;
-        await svc.stopSandbox(id);
+        noteSandboxCpu('sandbox.cgroup', id);
+        await span('r.stop', () => svc.stopSandbox(id));
         turn = await recover(turn, false);
         continue;
       }
@@ -187,7 +193,8 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       const next = doneTurns + 1;
       if (mode === 'chat-only' || mode === 'none') {
         // The framework only has the chat: a fresh sandbox from the image, and on it goes.
-        await svc.removeSandbox(id);
+        noteSandboxCpu('sandbox.cgroup', id);
+        await span('r.remove', () => svc.removeSandbox(id));
         await start();
         return next;
       }
@@ -195,7 +202,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       let resumeAt: number;
       try {
         const t = performance.now();
-        const r = await host.recover(id);
+        const r = await span('r.host.recover', () => host.recover(id));
         result.restore_ms = performance.now() - t;
         // Boundaries after the restored checkpoint that were skipped changed nothing: the restored
         // state is also theirs. Boundary b = state after turns 1..b.
@@ -223,11 +230,11 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
 
     result.wall_ms = performance.now() - t0;
     for (const v of h.verify) {
-      const r = await svc.exec(id, v.cmd, { timeoutMs: 120_000 });
+      const r = await span('r.verify', () => svc.exec(id, v.cmd, { timeoutMs: 120_000 }));
       if (r.exitCode !== (v.expect_exit ?? 0)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' exited ${r.exitCode}, expected ${v.expect_exit ?? 0}`);
       if (v.expect_stdout !== undefined && !r.stdout.includes(v.expect_stdout)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' stdout lacks ${JSON.stringify(v.expect_stdout)}`);
     }
-    result.final = await finalState(svc.sandboxes, id, persistent ? SESSION : null);
+    result.final = await span('r.finalState', () => finalState(svc.sandboxes, id, persistent ? SESSION : null));
     // Without a reference the run is judged later (bench.judge), against its trace's no-fault run.
     result.reason = reference ? stateDifference(reference.state, result.final, reference.noise) : null;
     result.correct = result.reason === null;
@@ -236,9 +243,11 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     result.correct = false;
     result.reason = err instanceof RunFailure ? err.message : `error: ${(err as Error).message}`;
   } finally {
-    await collectFigures(host, id, result).catch(() => undefined); // figures are best effort; correctness is decided
-    await svc.removeSandbox(id).catch(() => undefined);
-    await host.checkpointer.catalog.deleteSandbox(id, { cascade: true }).catch(() => undefined);
+    noteSandboxCpu('sandbox.cgroup', id);
+    await span('r.figures', () => collectFigures(host, id, result)).catch(() => undefined); // figures are best effort; correctness is decided
+    await span('r.remove', () => svc.removeSandbox(id)).catch(() => undefined);
+    await span('r.catalogDelete', () => host.checkpointer.catalog.deleteSandbox(id, { cascade: true })).catch(() => undefined);
+    host.prioritySandboxes.delete(id);
   }
   return result;
 }

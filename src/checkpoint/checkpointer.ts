@@ -10,6 +10,7 @@
  * Restore: files first (materialize the manifest into a fresh upper), then processes
  * (runc restore from the newest process image of the lineage).
  */
+import { span } from '../core/prof.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrabError, conflict, precondition } from '../core/errors.js';
@@ -106,7 +107,7 @@ export class Checkpointer {
     turn: number | null,
     plan: (ctx: { first: boolean; parent: CheckpointRecord | null }) => Promise<Omit<TakeOptions, 'turn'> | null>,
   ): Promise<TakeResult | null> {
-    return this.exclusive(sandboxId, () => this.takeLocked(sandboxId, turn, plan));
+    return this.exclusive(sandboxId, () => span('ck.take', () => this.takeLocked(sandboxId, turn, plan)));
   }
 
   private async takeLocked(
@@ -140,7 +141,7 @@ export class Checkpointer {
       await freeze(sandboxId);
       let snap;
       try {
-        opts = await plan({ first: !parent, parent });
+        opts = await span('ck.plan', () => plan({ first: !parent, parent }));
         if (!opts) return null;
         requested = opts.kind;
         kind = requested === 'fs' && !parent?.processImage ? 'full' : requested; // nothing to reuse: the first checkpoint must hold processes
@@ -148,11 +149,11 @@ export class Checkpointer {
         const hintPaths = kind === 'full' ? undefined : opts.hintPaths;
         fs.mkdirSync(imageDir, { recursive: true });
         const tCap = performance.now();
-        snap = await capture(d.upper, this.store, { previous, hintPaths });
+        snap = await span(`ck.capture.${hintPaths ? 'hint' : 'full'}`, () => capture(d.upper, this.store, { previous, hintPaths }));
         fsCaptureMs = performance.now() - tCap;
         if (kind !== 'fs') {
           const tDump = performance.now();
-          await this.sandboxes.runc.checkpoint(sandboxId, imageDir, path.join(scratch, 'work'), { leaveRunning: true });
+          await span('ck.criu-dump', () => this.sandboxes.runc.checkpoint(sandboxId, imageDir, path.join(scratch, 'work'), { leaveRunning: true }));
           dumpMs = performance.now() - tDump;
         }
       } finally {
@@ -163,7 +164,7 @@ export class Checkpointer {
       let imageLogical = 0;
       let imageNew = 0;
       if (kind !== 'fs') {
-        const put = await this.store.putDir(imageDir);
+        const put = await span('ck.putDir', () => this.store.putDir(imageDir));
         processImage = { digest: put.recipeDigest };
         imageLogical = put.logicalBytes;
         imageNew = put.newBytes;
@@ -172,7 +173,7 @@ export class Checkpointer {
       }
       const meta: CheckpointMeta = { binds: bindIdentities(rec), sandbox: rec, fsMode: snap.mode };
       if (kind !== requested) meta.escalatedFrom = requested;
-      const ck = await this.catalog.commitCheckpoint(
+      const ck = await span('ck.commit', () => this.catalog.commitCheckpoint(
         {
           id: ckptId,
           sandboxId,
@@ -183,11 +184,11 @@ export class Checkpointer {
           newBytes: snap.newBytes + imageNew,
           fsManifest: snap.digest,
           processImage,
-          effects: opts.effects ?? null,
+          effects: opts!.effects ?? null,
           meta,
         },
         { refs: [headRef(sandboxId)] },
-      );
+      ));
       this.manifestCache.set(sandboxId, { digest: snap.digest, manifest: snap.manifest });
       return { checkpoint: ck, kind, frozenMs, dumpMs, fsCaptureMs, totalMs: performance.now() - t0, logicalBytes: ck.logicalBytes, newBytes: ck.newBytes };
     } finally {
@@ -300,11 +301,11 @@ export class Checkpointer {
     const tFs = performance.now();
     let processMs = 0;
     try {
-      fs.rmSync(staging, { recursive: true, force: true });
+      await fs.promises.rm(staging, { recursive: true, force: true });
       if (layer) fs.mkdirSync(staging, { recursive: true });
-      else await materialize(manifest, this.store, staging);
+      else await span('rs.materialize', () => materialize(manifest, this.store, staging));
       const tImg = performance.now();
-      await this.store.materializeDir(recipe, path.join(scratch, 'img'));
+      await span('rs.materializeDir', () => this.store.materializeDir(recipe, path.join(scratch, 'img')));
       processMs += performance.now() - tImg;
 
       // Files first: swap in the fresh upper with exactly the checkpoint's tree.
@@ -312,17 +313,13 @@ export class Checkpointer {
         await sandboxes.stop(targetId);
         await unmount(d.rootfs);
       }
-      fs.rmSync(d.upper, { recursive: true, force: true });
-      fs.rmSync(d.work, { recursive: true, force: true });
+      // async: the old upper may hold thousands of files, and this process serves other sandboxes meanwhile
+      await Promise.all([d.upper, d.work].map((p) => fs.promises.rm(p, { recursive: true, force: true })));
       fs.renameSync(staging, d.upper);
       await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
     } catch (err) {
-      fs.rmSync(staging, { recursive: true, force: true });
-      fs.rmSync(scratch, { recursive: true, force: true });
-      if (!existing) {
-        if (rec.link) await releaseLink(sandboxes.linkLeaseDir, rec.link).catch(() => undefined); // the original error says why
-        fs.rmSync(d.root, { recursive: true, force: true });
-      }
+      if (!existing && rec.link) await releaseLink(sandboxes.linkLeaseDir, rec.link).catch(() => undefined); // the original error says why
+      for (const p of [staging, scratch, ...(existing ? [] : [d.root])]) await fs.promises.rm(p, { recursive: true, force: true });
       throw err;
     }
     const fsMs = performance.now() - tFs - processMs;
@@ -332,8 +329,8 @@ export class Checkpointer {
     try {
       fs.mkdirSync(d.bundle, { recursive: true });
       await sandboxes.writeBundle(rec, criuOptions);
-      await sandboxes.runc.restore(targetId, d.bundle, path.join(scratch, 'img'), path.join(scratch, 'work'));
-      await sandboxes.afterStart(rec);
+      await span('rs.criu-restore', () => sandboxes.runc.restore(targetId, d.bundle, path.join(scratch, 'img'), path.join(scratch, 'work')));
+      await span('rs.afterStart', () => sandboxes.afterStart(rec));
     } catch (err) {
       if (!existing) await sandboxes.destroy(targetId).catch(() => undefined); // a failed fork leaves nothing; the error says why
       throw err;

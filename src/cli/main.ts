@@ -389,6 +389,7 @@ program
   .option('--latency-scale <x>', 'multiply recorded LLM waits in the fault sweep by this', Number, 1)
   .option('--overhead-scale <x>', 'latency scale of the no-fault runs (overhead is only valid at 1)', Number, 1)
   .option('--concurrency <n>', 'sandboxes replayed at once through one engine', positiveInt, 4)
+  .option('--overhead-traces <n>', 'traces whose no-fault runs (all modes side by side) go on alongside the fault sweep', positiveInt, 2)
   .addOption(new Option('--policy <policy>', 'checkpoint scheduling policy').choices(['fifo', 'reactive']).default('reactive'))
   .option('--json <file>', 'write the full report as JSON')
   .option('--html <file>', 'write an HTML page with charts')
@@ -396,7 +397,7 @@ program
     action(
       async (
         files: string[],
-        o: { modes: string[]; faults: string; latencyScale: number; overheadScale: number; concurrency: number; policy: 'fifo' | 'reactive'; json?: string; html?: string },
+        o: { modes: string[]; faults: string; latencyScale: number; overheadScale: number; concurrency: number; overheadTraces: number; policy: 'fifo' | 'reactive'; json?: string; html?: string },
       ) => {
         const { loadTraces } = await import('../bench/trace.js');
         const { parseFaultPlan, runBench } = await import('../bench/bench.js');
@@ -415,14 +416,14 @@ program
         // Faults make checkpoint jobs fail on purpose: keep their warnings out of the table unless asked.
         const log = rootLogger.child({ component: 'bench' });
         if (!process.env.CRAB_LOG_LEVEL) log.level = 'fatal';
-        const host = await CrabHost.start({ paths, log, policy: o.policy, proxy: { upstreamUrl: upstream.url, link: false } });
+        const host = await CrabHost.start({ paths, log, policy: o.policy, prioritySandboxes: true, proxy: { upstreamUrl: upstream.url, link: false } });
         const tty = process.stderr.isTTY;
         const started = Date.now();
         try {
           const rep = await runBench(
             host,
             traces,
-            { modes: o.modes as never, faults, latencyScale: o.latencyScale, overheadScale: o.overheadScale, concurrency: o.concurrency, onProgress: (done, total, last) => {
+            { modes: o.modes as never, faults, latencyScale: o.latencyScale, overheadScale: o.overheadScale, concurrency: o.concurrency, overheadTraces: o.overheadTraces, onProgress: (done, total, last) => {
               const width = 30;
               const filled = Math.round((done / Math.max(1, total)) * width);
               const eta = done ? Math.round(((Date.now() - started) / done) * (total - done) / 1000) : 0;

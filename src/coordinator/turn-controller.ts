@@ -6,6 +6,7 @@
  *   (set, CPU time, memory digests of pollers) and session shells (semantic state digest), decide
  *   the granularity (`decideGranularity`), and take exactly that checkpoint — or none.
  */
+import { span } from '../core/prof.js';
 import type { Logger } from '../core/log.js';
 import type { Checkpointer } from '../checkpoint/checkpointer.js';
 import type { TakeResult } from '../checkpoint/checkpoint.js';
@@ -96,17 +97,17 @@ export class TurnController {
     let pending: Baseline | null = null;
     try {
       const checkpoint = await this.deps.checkpointer.takePlanned(sandboxId, turn, async ({ first }) => {
-        const raw = this.deps.inspector ? await this.deps.inspector.effects(sandboxId, { reset: true }) : null;
+        const raw = this.deps.inspector ? await span('tc.effects', () => this.deps.inspector!.effects(sandboxId, { reset: true })) : null;
         // CRIU runs in the sandbox's cgroup during dumps and restores: its logs are not the agent's.
         // Nor is an in-sandbox agent's connection to the proxy an external effect.
         const effects = raw && withoutProxyTraffic(withoutControlFiles(raw, [this.deps.sandboxes.dirs(sandboxId).ckpt]), this.agentEndpoint);
         const { ignorePids, shells, agents } = await this.crabProcesses(sandboxId);
         const baseline = this.baselines.get(sandboxId);
-        const procs = await snapshotProcesses(this.hostPids(sandboxId), { ignorePids });
+        const procs = await span('tc.snapProcs', () => snapshotProcesses(this.hostPids(sandboxId), { ignorePids }));
         let probe = baseline ? diffSnapshots(baseline.procs, procs) : null;
         if (probe && probe.changed && !probe.started.length && !probe.exited.length && !probe.execed.length) {
           // Only ran: pollers wake up without changing anything. Compare memory digests.
-          const dig = await snapshotProcesses(probe.ran, { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES });
+          const dig = await span('tc.digestRan', () => snapshotProcesses(probe!.ran, { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES }));
           for (const [pid, info] of Object.entries(dig.procs)) procs.procs[Number(pid)] = info;
           probe = diffSnapshots(baseline!.procs, procs);
         }
@@ -120,7 +121,7 @@ export class TurnController {
         }
         if (decision === 'skip') return null;
         // The new baseline: this frozen moment, with digests so later idle turns can be told apart.
-        const digested = await snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES });
+        const digested = await span('tc.digestAll', () => snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES }));
         pending = { procs: digested, shells };
         const hintPaths = effects && d.pathsComplete && decision !== 'full' ? [...effects.fs.changedPaths, CONTROL_DIR] : undefined;
         // Which processes made the probe say "changed" (command lines: pids alone say little later).

@@ -15,6 +15,7 @@ import { TurnController, type BoundaryResult, type CheckpointMode } from '../coo
 import { createLlmProxy, type LlmProxy } from '../coordinator/proxy.js';
 import { schedulerTurnHooks } from '../coordinator/scheduler-hooks.js';
 import { createScheduler, type HostScheduler, type JobResult } from '../engine/scheduler.js';
+import { POLICIES, type SchedulingPolicy } from '../engine/policy.js';
 import { buildTrace, type ObservedExec } from '../bench/record.js';
 import { readImage } from '../image/image-store.js';
 import { LINK_GATEWAY, ensureGateway, leaseOwner } from '../sandbox/net-link.js';
@@ -26,6 +27,8 @@ export interface HostOptions {
   inspector?: boolean;
   policy?: 'fifo' | 'reactive';
   maxConcurrentJobs?: number;
+  /** Let callers put sandboxes in `prioritySandboxes`, whose checkpoint jobs start first. */
+  prioritySandboxes?: boolean;
   /** Start the LLM proxy in front of this upstream. */
   /** `link`: also listen on the sandbox link gateway for in-sandbox agents (default true). */
   proxy?: { upstreamUrl: string; port?: number; host?: string; link?: boolean };
@@ -48,6 +51,12 @@ export class CrabHost {
     readonly scheduler: HostScheduler<BoundaryResult>,
     readonly proxy: LlmProxy | null,
     readonly proxyUrl: string | null,
+    /**
+     * Sandboxes whose checkpoint jobs the scheduler starts before any other's (the policy orders
+     * each group). `crab bench` puts its overhead runs here, so the fault sweep running alongside
+     * does not queue their checkpoints.
+     */
+    readonly prioritySandboxes: Set<string> = new Set(),
   ) {
     service.execObservers.push((id, cmd, o, r, at) => {
       const list = this.execJournal.get(id) ?? [];
@@ -74,9 +83,14 @@ export class CrabHost {
       }
     }
     const controller = new TurnController({ sandboxes: service.sandboxes, checkpointer, inspector, log: log.child({ component: 'turns' }) });
+    const prioritySandboxes = new Set<string>();
     const scheduler = createScheduler<BoundaryResult>(
       { policy: opts.policy ?? 'reactive', maxConcurrentJobs: opts.maxConcurrentJobs },
-      { escalate: (job) => controller.onBoundary(job.sandboxId, job.turnIndex, { escalate: true }), logger: log.child({ component: 'engine' }) },
+      {
+        escalate: (job) => controller.onBoundary(job.sandboxId, job.turnIndex, { escalate: true }),
+        logger: log.child({ component: 'engine' }),
+        policy: opts.prioritySandboxes ? prioritizing(POLICIES[opts.policy ?? 'reactive'], prioritySandboxes) : undefined,
+      },
     );
     service.sandboxes.lifecycle.started.push((id) => controller.attach(id));
     service.sandboxes.lifecycle.removing.push((id) => controller.detach(id));
@@ -109,7 +123,7 @@ export class CrabHost {
         log.info({ linkUrl }, 'LLM proxy listening for in-sandbox agents (sandboxes created with --link)');
       }
     }
-    return new CrabHost(service, checkpointer, inspector, controller, scheduler, proxy, proxyUrl);
+    return new CrabHost(service, checkpointer, inspector, controller, scheduler, proxy, proxyUrl, prioritySandboxes);
   }
 
   /** A turn boundary signalled directly (without the proxy): the checkpoint job, through the engine. */
@@ -177,4 +191,16 @@ export class CrabHost {
     await this.proxy?.close();
     await this.inspector?.close();
   }
+}
+
+/** `base`, applied to the jobs of `first` sandboxes alone whenever one of them may start. */
+export function prioritizing(base: SchedulingPolicy, first: ReadonlySet<string>): SchedulingPolicy {
+  return (candidates, ctx) => {
+    if (first.size === 0) return base(candidates, ctx);
+    const idx: number[] = [];
+    for (let i = 0; i < candidates.length; i++) if (first.has(candidates[i]!.sandboxId)) idx.push(i);
+    if (idx.length === 0 || idx.length === candidates.length) return base(candidates, ctx);
+    const i = base(idx.map((j) => candidates[j]!), ctx);
+    return i < 0 ? -1 : idx[i]!;
+  };
 }

@@ -6,7 +6,13 @@
  * python3 comes with the project's apt set-up (python3-protobuf pulls it in).
  */
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { CrabError } from '../core/errors.js';
+import { REPO_ROOT } from '../core/paths.js';
+
+/** The native reader of xattrs (`make -C native`): no interpreter start-up per capture. */
+export const XATTR_HELPER = path.join(REPO_ROOT, 'native', 'bin', 'crab-xattr');
 
 const SCRIPT = String.raw`
 import json, os, stat, sys
@@ -55,8 +61,40 @@ export interface ApplyRequest {
 /** Extended attributes (name → hex value) of each absolute path that has any. */
 export async function readXattrs(paths: readonly string[]): Promise<Map<string, Record<string, string>>> {
   if (paths.length === 0) return new Map();
+  if (fs.existsSync(XATTR_HELPER) && !paths.some((p) => p.includes('\0'))) return readXattrsNative(paths);
   const out = (await runHelper({ op: 'get', paths })) as Record<string, Record<string, string>>;
   return new Map(Object.entries(out));
+}
+
+/** readXattrs through native/bin/crab-xattr (same result as the python helper's 'get'). */
+function readXattrsNative(paths: readonly string[]): Promise<Map<string, Record<string, string>>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(XATTR_HELPER, [], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e) => reject(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run ${XATTR_HELPER}: ${e.message}`, "Build it with 'make -C native'.", {}, { cause: e })));
+    child.stdin.on('error', () => undefined); // the exit code reports a helper that died early
+    child.stdin.end(paths.map((p) => `${p}\0`).join(''));
+    child.on('close', (code) => {
+      if (code !== 0) {
+        const msg = Buffer.concat(err).toString().trim().split('\n').slice(-3).join(' | ');
+        return reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `xattr helper failed: ${msg}`, 'Needs root (trusted.* xattrs) and a filesystem with xattr support.', { code }));
+      }
+      const fields = Buffer.concat(out).toString().split('\0');
+      fields.pop(); // after the last terminator
+      const res = new Map<string, Record<string, string>>();
+      if (fields.length % 3 !== 0) return reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'xattr helper printed a truncated record'));
+      for (let i = 0; i < fields.length; i += 3) {
+        const p = paths[Number(fields[i])]!;
+        const xs = res.get(p) ?? {};
+        xs[fields[i + 1]!] = fields[i + 2]!;
+        res.set(p, xs);
+      }
+      resolve(res);
+    });
+  });
 }
 
 /** Creates special nodes, then sets owners/modes, xattrs and times, in that order. */

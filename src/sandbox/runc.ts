@@ -47,6 +47,8 @@ export class Runc {
   }
 
   async state(id: string): Promise<RuncState | null> {
+    const quick = this.stateFromFiles(id);
+    if (quick !== undefined) return quick;
     try {
       const r = await run('runc', ['--root', this.root, 'state', id], { errorCode: 'RUNC_STATE_FAILED' });
       return JSON.parse(r.stdout) as RuncState;
@@ -54,6 +56,66 @@ export class Runc {
       if (err instanceof CrabError && /does not exist|not exist/.test(String(err.details.stderr ?? err.message))) return null;
       throw err;
     }
+  }
+
+  /**
+   * What `runc state` would say, read the way runc 1.1 works it out (its state.json, the init
+   * process in /proc, the freezer cgroup, the exec FIFO of a created container), without running
+   * runc: a process start per call is most of what an exec or a checkpoint costs the host.
+   * undefined when anything is unusual (no state.json yet, freezer mid-transition): ask runc.
+   */
+  stateFromFiles(id: string): RuncState | null | undefined {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id)) return undefined;
+    const dir = path.join(this.root, id);
+    let raw: string;
+    try {
+      raw = fs.readFileSync(path.join(dir, 'state.json'), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(dir)) return null; // runc: container does not exist
+      return undefined;
+    }
+    let st: { init_process_pid?: unknown; init_process_start?: unknown; created?: unknown; cgroup_paths?: Record<string, string>; config?: { labels?: string[] } };
+    try {
+      st = JSON.parse(raw) as typeof st;
+    } catch {
+      return undefined; // being rewritten: runc knows
+    }
+    const pid = st.init_process_pid;
+    const start = st.init_process_start;
+    if (typeof pid !== 'number' || (typeof start !== 'number' && typeof start !== 'string')) return undefined;
+    const bundle = (st.config?.labels ?? []).find((l) => l.startsWith('bundle='))?.slice('bundle='.length) ?? '';
+    const freezer = st.cgroup_paths?.freezer;
+    if (freezer) {
+      let fstate: string | null;
+      try {
+        fstate = fs.readFileSync(path.join(freezer, 'freezer.state'), 'utf8').trim();
+      } catch {
+        fstate = null; // no freezer cgroup: runc treats it as not frozen
+      }
+      if (fstate === 'FREEZING') return undefined;
+      if (fstate === 'FROZEN') {
+        let self: string;
+        try {
+          self = fs.readFileSync(path.join(freezer, 'freezer.self_freezing'), 'utf8');
+        } catch {
+          return undefined;
+        }
+        if (self.trim() === '1') return { id, pid, status: 'paused', bundle };
+      }
+    }
+    let running = false;
+    if (pid > 0) {
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        running = f[19] === String(start) && f[0] !== 'Z' && f[0] !== 'X';
+      } catch {
+        running = false; // no such process
+      }
+    }
+    if (!running) return { id, pid: 0, status: 'stopped', bundle };
+    if (fs.existsSync(path.join(dir, 'exec.fifo'))) return { id, pid, status: 'created', bundle };
+    return { id, pid, status: 'running', bundle };
   }
 
   async list(): Promise<RuncState[]> {

@@ -5,6 +5,7 @@
  * so its absence marks a half-made sandbox), bundle/config.json, bundle/rootfs (overlay mount),
  * upper/ and work/ (overlay), ckpt/ (checkpoint scratch).
  */
+import { span } from '../core/prof.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -107,7 +108,7 @@ export class SandboxManager {
       }
       if (!fs.existsSync(b.source)) throw invalid('SANDBOX_BAD_BIND', `bind source ${b.source} does not exist`, 'Create it first.');
     }
-    const image = await ensureImage(this.paths.images, opts.image ?? BASE_IMAGE, opts.packages ?? [], progress);
+    const image = await span('sb.ensureImage', () => ensureImage(this.paths.images, opts.image ?? BASE_IMAGE, opts.packages ?? [], progress));
     const d = this.dirs(id);
     try {
       fs.mkdirSync(d.root, { recursive: false });
@@ -147,10 +148,10 @@ export class SandboxManager {
   /** Mounts the rootfs, writes the bundle and starts init; brings `lo` up. */
   private async start(rec: SandboxRecord): Promise<void> {
     const d = this.dirs(rec.id);
-    await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
+    await span('sb.mount', () => mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs }));
     await this.writeBundle(rec);
-    await this.runc.runDetached(rec.id, d.bundle);
-    await this.afterStart(rec);
+    await span('sb.runcRun', () => this.runc.runDetached(rec.id, d.bundle));
+    await span('sb.afterStart', () => this.afterStart(rec));
   }
 
   /**
@@ -180,12 +181,12 @@ export class SandboxManager {
   /** After a start or a restore: loopback up (runc leaves it down, and restore brings it back down), init ready. */
   async afterStart(rec: SandboxRecord): Promise<void> {
     const id = rec.id;
-    const st = await this.runc.state(id);
+    const st = await span('sb.runcState', () => this.runc.state(id));
     if (!st || st.status !== 'running') throw new CrabError('SANDBOX_START_FAILED', 'internal', `sandbox '${id}' is not running after start (${st?.status ?? 'missing'})`);
-    await run('nsenter', ['-t', String(st.pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], { errorCode: 'SANDBOX_NET_FAILED' });
+    await span('sb.nsenterLo', () => run('nsenter', ['-t', String(st.pid), '-n', 'ip', 'link', 'set', 'lo', 'up'], { errorCode: 'SANDBOX_NET_FAILED' }));
     if (rec.link) await abortGatewayConnections(rec.link);
-    await this.channel(id).waitReady();
-    for (const fn of this.lifecycle.started) await fn(id);
+    await span('sb.waitReady', () => this.channel(id).waitReady());
+    for (const fn of this.lifecycle.started) await span('sb.lifecycleStarted', () => fn(id));
   }
 
   async status(id: string): Promise<{ status: SandboxStatus; initPid: number | null }> {
@@ -282,15 +283,16 @@ export class SandboxManager {
   /** Best-effort teardown of whatever exists for `id`; throws if something could not be removed. */
   async destroy(id: string): Promise<void> {
     const d = this.dirs(id);
-    for (const fn of this.lifecycle.removing) await fn(id);
-    await this.killContainer(id);
-    await unmount(d.rootfs);
+    for (const fn of this.lifecycle.removing) await span('sb.lifecycleRemoving', () => fn(id));
+    await span('sb.killContainer', () => this.killContainer(id));
+    await span('sb.unmount', () => unmount(d.rootfs));
     // The link after the processes: a namespace is only gone once nothing lives in it.
     for (const [address, owner] of leases(this.linkLeaseDir)) {
       if (owner === id) await releaseLink(this.linkLeaseDir, { address, ...linkNames(id) });
     }
     const leftCgroups = removeCgroupDirs(id);
-    fs.rmSync(d.root, { recursive: true, force: true });
+    // Not rmSync: a sandbox's tree may hold thousands of files, and this process serves other sandboxes meanwhile.
+    await span('sb.rmRoot', () => fs.promises.rm(d.root, { recursive: true, force: true }));
     if (leftCgroups.length) {
       throw new CrabError('SANDBOX_CLEANUP_INCOMPLETE', 'internal', `cgroups still in use: ${leftCgroups.join(', ')}`, "Run 'crab gc' again in a moment.");
     }
