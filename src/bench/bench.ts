@@ -38,9 +38,15 @@ export interface ModeSummary {
   correctness: number;
   runs: number;
   overhead_vs_none: number | null;
+  /** New bytes written to the store against full mode's, both through the same deduplicating store. */
   traffic_vs_full: number | null;
-  /** New bytes written against what full-per-turn checkpoints hold without dedup (their logical bytes). */
+  /** What the mode's checkpoints hold before dedup against what full's hold (C/R volume, like for like). */
   traffic_vs_full_logical: number | null;
+  /**
+   * New bytes written against what full's checkpoints hold before dedup: Crab, store included,
+   * against a conventional full-per-turn C/R that writes every checkpoint whole.
+   */
+  traffic_vs_conventional_full: number | null;
   gate_wait_p99_ms: number;
   skip_fraction: number | null;
   ckpt_bytes: number;
@@ -186,6 +192,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
     const c = clean(mode);
     const overheads = c.filter((r) => noneWall.has(r.trace)).map((r) => r.wall_ms / noneWall.get(r.trace)! - 1);
     const bytes = c.reduce((a, r) => a + r.ckpt_bytes, 0);
+    const logical = c.reduce((a, r) => a + r.ckpt_logical_bytes, 0);
     const boundaries = c.reduce((a, r) => a + r.ckpts.full + r.ckpts.process + r.ckpts.fs + r.ckpts.skip, 0);
     const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
     out[mode] = {
@@ -193,7 +200,8 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
       runs: all.length,
       overhead_vs_none: mode === 'none' ? 0 : overheads.length ? overheads.reduce((a, b) => a + b, 0) / overheads.length : null,
       traffic_vs_full: fullBytes > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullBytes : null,
-      traffic_vs_full_logical: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullLogical : null,
+      traffic_vs_full_logical: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? logical / fullLogical : null,
+      traffic_vs_conventional_full: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullLogical : null,
       // Gate waits of the no-fault runs: at the recorded latencies (compressed fault sweeps wait more).
       gate_wait_p99_ms: percentile(c.flatMap((r) => r.gate_waits), 99),
       skip_fraction: mode === 'crab' && boundaries ? skips / boundaries : null,
