@@ -28,7 +28,7 @@ export interface FinalState {
  * or copied up below it (same mode as in a lower layer) is not an entry of its own: CRIU, for one,
  * copies up /tmp during a dump.
  */
-export function upperEntries(upper: string, lowerDirs: readonly string[] = []): Record<string, string> {
+export function upperEntries(upper: string, lowerDirs: readonly string[] = [], pidNames: ReadonlyMap<string, string> = new Map()): Record<string, string> {
   const out: Record<string, string> = {};
   const sameAsLower = (r: string, mode: number) =>
     lowerDirs.some((l) => {
@@ -52,7 +52,10 @@ export function upperEntries(upper: string, lowerDirs: readonly string[] = []): 
       } else if (st.isSymbolicLink()) {
         out[r] = `l ${fs.readlinkSync(p)}`;
       } else if (st.isFile()) {
-        out[r] = `f ${st.mode & 0o7777} ${st.size} ${createHash('sha256').update(fs.readFileSync(p)).digest('hex').slice(0, 16)}`;
+        const content = fs.readFileSync(p);
+        // A pid file names a process: compared by what it names (a recovery re-starts it under another pid).
+        const named = st.size <= 16 ? pidNames.get(content.toString('latin1').trim()) : undefined;
+        out[r] = named ? `f ${st.mode & 0o7777} pid-of ${named}` : `f ${st.mode & 0o7777} ${st.size} ${createHash('sha256').update(content).digest('hex').slice(0, 16)}`;
       } else {
         out[r] = `o ${st.mode} ${st.rdev}`; // whiteouts, fifos
       }
@@ -67,20 +70,24 @@ const LIVE_WATCH_MS = 300;
 
 export async function finalState(m: SandboxManager, id: string, session: string | null): Promise<FinalState> {
   const processes: string[] = [];
+  const pidNames = new Map<string, string>();
   for (const p of processesOf(id)) {
     if (p.nsPid === 1) continue;
     try {
       const cmdline = fs.readFileSync(`/proc/${p.hostPid}/cmdline`, 'utf8').replace(/\0+$/, '').split('\0').join(' ');
       // Empty: a zombie not reaped yet. Crab's own request runners may still be exiting.
-      if (cmdline && !cmdline.startsWith('bash --noprofile --norc /run/crab/r/')) processes.push(cmdline);
+      if (cmdline && !cmdline.startsWith('bash --noprofile --norc /run/crab/r/')) {
+        processes.push(cmdline);
+        pidNames.set(String(p.nsPid), cmdline);
+      }
     } catch {
       continue; // exited meanwhile
     }
   }
-  const files = await span('fs.upperEntries', async () => upperEntries(m.dirs(id).upper, m.record(id).lowerDirs));
+  const files = await span('fs.upperEntries', async () => upperEntries(m.dirs(id).upper, m.record(id).lowerDirs, pidNames));
   // Files a live process keeps rewriting (a counter, a log) have no single final value.
   await new Promise((r) => setTimeout(r, LIVE_WATCH_MS));
-  const again = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs);
+  const again = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs, pidNames);
   const live = Object.keys({ ...files, ...again }).filter((p) => files[p] !== again[p]);
   return {
     filesHash: createHash('sha256').update(JSON.stringify(files)).digest('hex'),

@@ -1,7 +1,10 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { faultPoints, judge, parseFaultPlan, summarize } from '../../../src/bench/bench.js';
-import { noiseBetween, stateDifference, type FinalState } from '../../../src/bench/final-state.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { noiseBetween, stateDifference, upperEntries, type FinalState } from '../../../src/bench/final-state.js';
 import { percentile, type RunResult } from '../../../src/bench/replay.js';
 
 test('fault plans parse, and bad ones are refused', () => {
@@ -88,4 +91,22 @@ test('judge and summarize: correctness, overhead vs none, traffic vs full, skip 
   assert.equal(sum.crab!.traffic_vs_full, 0.08);
   assert.equal(sum.crab!.skip_fraction, 0.75);
   assert.equal(sum.full!.gate_wait_p99_ms, 30);
+});
+
+test('upperEntries: a pid file compares by the process it names, other small numbers by content', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crab-upper-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'worker.pid'), '42\n');
+    fs.writeFileSync(path.join(dir, 'count'), '7');
+    const a = upperEntries(dir, [], new Map([['42', 'python3 worker.py']]));
+    fs.writeFileSync(path.join(dir, 'worker.pid'), '1234\n');
+    const b = upperEntries(dir, [], new Map([['1234', 'python3 worker.py']]));
+    assert.equal(a['worker.pid'], b['worker.pid']);
+    assert.match(a['worker.pid']!, /pid-of python3 worker\.py/);
+    assert.equal(a['count'], b['count']);
+    const c = upperEntries(dir, [], new Map([['1234', 'python3 other.py']]));
+    assert.notEqual(a['worker.pid'], c['worker.pid'], 'a pid naming another process differs');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
