@@ -165,7 +165,10 @@ export function judge(runs: RunResult[]): void {
     if (!ref.final || ref.reason !== null || !repeat?.final || repeat.reason !== null) {
       ref.correct = false;
       ref.reason ??= 'the no-fault reference run failed';
-      for (const r of others) if (r.reason === null) r.reason = 'no reference: the no-fault run of this trace failed';
+      for (const r of others) {
+        if (r.reason === null) r.reason = 'no reference: the no-fault run of this trace failed';
+        r.correct = false; // unjudged is not correct
+      }
       continue;
     }
     const noise = noiseBetween(ref.final, repeat.final);

@@ -110,3 +110,15 @@ test('upperEntries: a pid file compares by the process it names, other small num
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('judge: when the no-fault reference failed, no run of that trace counts as correct', () => {
+  const s = state({ a: 'f 1' });
+  const runs = [
+    run({ final: s, reason: "turn 3: stdout of 'x' lacks \"y\"" }),
+    run({ fault: 'none-repeat', final: s, correct: true }),
+    run({ mode: 'crab', fault: 'after-actions:2', final: s, correct: true }),
+  ];
+  judge(runs);
+  assert.deepEqual(runs.map((r) => r.correct), [false, false, false]);
+  assert.match(runs[2]!.reason!, /no reference/);
+});
