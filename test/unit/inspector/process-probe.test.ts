@@ -87,7 +87,8 @@ describe('process-probe', () => {
   });
 
   test('memoryDigest: a sleep interrupted by a stop keeps its digest', { skip: process.getuid?.() !== 0 ? 'needs root to read /proc/PID/mem' : undefined }, async () => {
-    const child = spawn('sleep', ['1000'], { stdio: 'ignore' });
+    // As in a sandbox: no rseq (the kernel rewrites its CPU id when the task resumes on another CPU).
+    const child = spawn('sleep', ['1000'], { stdio: 'ignore', env: { ...process.env, GLIBC_TUNABLES: 'glibc.pthread.rseq=0' } });
     try {
       await sleep(200);
       const a = await memoryDigest(child.pid!);
