@@ -153,7 +153,9 @@ export class TurnController {
   private async crabProcesses(sandboxId: string): Promise<{ ignorePids: number[]; shells: Record<string, string | null>; agents: number[] }> {
     const ch = this.deps.sandboxes.channel(sandboxId);
     const procs = processesOf(sandboxId);
-    const agents = this.agentEndpoint ? await processesConnectedTo(procs.map((p) => p.hostPid), this.agentEndpoint) : [];
+    // Only a sandbox with a link can reach the proxy's link address: no other pays for the probe.
+    const linked = !!this.deps.sandboxes.record(sandboxId).link;
+    const agents = this.agentEndpoint && linked ? await processesConnectedTo(procs.map((p) => p.hostPid), this.agentEndpoint) : [];
     const ignoreNs = new Set<number>([1]);
     const shells: Record<string, string | null> = {};
     for (const name of ch.sessions()) {

@@ -46,7 +46,7 @@ export function linkAddress(index: number): string {
   return `10.213.${index >> 8}.${index & 255}`;
 }
 
-export function netnsPath(link: SandboxLink): string {
+export function netnsPath(link: Pick<SandboxLink, 'netns'>): string {
   return `/run/netns/${link.netns}`;
 }
 
@@ -86,6 +86,11 @@ export function leases(leaseDir: string): Map<string, string> {
   return out;
 }
 
+async function hasGatewayAddress(): Promise<boolean> {
+  const r = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', LINK_GATEWAY_IF], { errorCode: 'SANDBOX_LINK_FAILED' });
+  return r.stdout.includes(` ${LINK_GATEWAY}/32`);
+}
+
 /** The host side of every link: LINK_GATEWAY on a portless bridge. Idempotent. */
 export async function ensureGateway(): Promise<void> {
   if (!fs.existsSync(`/sys/class/net/${LINK_GATEWAY_IF}`)) {
@@ -93,11 +98,9 @@ export async function ensureGateway(): Promise<void> {
       if (!fs.existsSync(`/sys/class/net/${LINK_GATEWAY_IF}`)) throw err; // another process made it first
     });
   }
-  const addrs = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', LINK_GATEWAY_IF], { errorCode: 'SANDBOX_LINK_FAILED' });
-  if (!addrs.stdout.includes(` ${LINK_GATEWAY}/32`)) {
+  if (!(await hasGatewayAddress())) {
     await ip(['addr', 'add', `${LINK_GATEWAY}/32`, 'dev', LINK_GATEWAY_IF]).catch(async (err: unknown) => {
-      const again = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', LINK_GATEWAY_IF], { errorCode: 'SANDBOX_LINK_FAILED' });
-      if (!again.stdout.includes(` ${LINK_GATEWAY}/32`)) throw err;
+      if (!(await hasGatewayAddress())) throw err; // another process added it first
     });
   }
   await ip(['link', 'set', LINK_GATEWAY_IF, 'up']);
@@ -139,7 +142,7 @@ export async function abortGatewayConnections(link: SandboxLink): Promise<void> 
 
 /** Deletes the namespace (which takes the veth pair and the host route with it). Idempotent. */
 export async function removeLinkDevices(link: Pick<SandboxLink, 'netns' | 'hostIf'>): Promise<void> {
-  if (fs.existsSync(netnsPath(link as SandboxLink))) await ip(['netns', 'del', link.netns]);
+  if (fs.existsSync(netnsPath(link))) await ip(['netns', 'del', link.netns]);
   if (fs.existsSync(`/sys/class/net/${link.hostIf}`)) {
     // Deleting the namespace takes the veth with it, asynchronously: it may vanish under us.
     await ip(['link', 'del', link.hostIf]).catch((err: unknown) => {
