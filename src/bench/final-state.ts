@@ -53,8 +53,9 @@ export function upperEntries(upper: string, lowerDirs: readonly string[] = [], p
         out[r] = `l ${fs.readlinkSync(p)}`;
       } else if (st.isFile()) {
         const content = fs.readFileSync(p);
-        // A pid file names a process: compared by what it names (a recovery re-starts it under another pid).
-        const named = st.size <= 16 ? pidNames.get(content.toString('latin1').trim()) : undefined;
+        // A pid file (*.pid) names a process: compared by what it names (a recovery re-starts it under
+        // another pid). Only by name: a counter that happens to equal a live pid is data, not a pid.
+        const named = n.endsWith('.pid') && st.size <= 16 ? pidNames.get(content.toString('latin1').trim()) : undefined;
         out[r] = named ? `f ${st.mode & 0o7777} pid-of ${named}` : `f ${st.mode & 0o7777} ${st.size} ${createHash('sha256').update(content).digest('hex').slice(0, 16)}`;
       } else {
         out[r] = `o ${st.mode} ${st.rdev}`; // whiteouts, fifos

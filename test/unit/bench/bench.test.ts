@@ -106,6 +106,8 @@ test('upperEntries: a pid file compares by the process it names, other small num
     assert.equal(a['count'], b['count']);
     const c = upperEntries(dir, [], new Map([['1234', 'python3 other.py']]));
     assert.notEqual(a['worker.pid'], c['worker.pid'], 'a pid naming another process differs');
+    fs.writeFileSync(path.join(dir, 'count'), '1234');
+    assert.doesNotMatch(upperEntries(dir, [], new Map([['1234', 'python3 worker.py']]))['count']!, /pid-of/, 'a number in a file not named *.pid is data');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
