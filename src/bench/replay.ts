@@ -148,9 +148,16 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       await res.arrayBuffer();
     });
     if (opts.killMidWait) {
-      await sleep(Math.max(1, payload.latency_ms / 2));
-      noteSandboxCpu('sandbox.cgroup', id);
-      await svc.stopSandbox(id);
+      try {
+        await sleep(Math.max(1, payload.latency_ms / 2));
+        noteSandboxCpu('sandbox.cgroup', id);
+        await svc.stopSandbox(id);
+      } catch (err) {
+        // The run fails with the kill's error; the request's own failure must not go unhandled
+        // (it crashed the whole bench once the stop failed).
+        req.catch(() => undefined);
+        throw err;
+      }
     }
     await req;
   };
