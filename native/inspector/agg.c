@@ -57,6 +57,7 @@ void agg_reset(struct sandbox *s)
   s->bytes_base = s->bytes;
   s->drops_base = s->drops;
   s->events_base = s->events;
+  s->interactions_base = s->interactions;
   s->started.n = s->exited.n = s->execed.n = 0;
   s->started.overflow = s->exited.overflow = s->execed.overflow = 0;
   s->forks = s->execs = s->exits = 0;
@@ -489,8 +490,8 @@ void agg_report(struct sandbox *s, FILE *out)
             n->kind == 2 ? "connect" : "sendto", n->pid, abuf, n->port);
     first = 0;
   }
-  fprintf(out, "],\"dropped\":%llu,\"events\":%llu,\"unknown\":", (unsigned long long)drops,
-          (unsigned long long)(s->events - s->events_base));
+  fprintf(out, "],\"dropped\":%llu,\"events\":%llu,\"interactions\":%llu,\"unknown\":", (unsigned long long)drops,
+          (unsigned long long)(s->events - s->events_base), (unsigned long long)(s->interactions - s->interactions_base));
   if (unknown[0])
     json_str(out, unknown);
   else

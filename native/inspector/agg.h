@@ -41,8 +41,8 @@ struct sandbox {
   uint32_t used;      /* live + tombstones */
   int overflow;
   uint64_t unresolved;
-  uint64_t bytes_base, drops_base, events_base; /* map counters at the last reset */
-  uint64_t bytes, drops, events;                /* latest map counters */
+  uint64_t bytes_base, drops_base, events_base, interactions_base; /* map counters at the last reset */
+  uint64_t bytes, drops, events, interactions;                     /* latest map counters */
   /* processes */
   struct pidset started, exited, execed;
   uint64_t forks, execs, exits;

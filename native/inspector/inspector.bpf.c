@@ -65,6 +65,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_sendto 44
 #define NR_sendmsg 46
 #define NR_listen 50
+#define NR_kill 62
 #define NR_truncate 76
 #define NR_ftruncate 77
 #define NR_chdir 80
@@ -81,6 +82,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_chown 92
 #define NR_fchown 93
 #define NR_lchown 94
+#define NR_ptrace 101
+#define NR_rt_sigqueueinfo 129
 #define NR_utime 132
 #define NR_mknod 133
 #define NR_setxattr 188
@@ -89,6 +92,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_removexattr 197
 #define NR_lremovexattr 198
 #define NR_fremovexattr 199
+#define NR_tkill 200
+#define NR_tgkill 234
 #define NR_utimes 235
 #define NR_openat 257
 #define NR_mkdirat 258
@@ -101,14 +106,19 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_symlinkat 266
 #define NR_fchmodat 268
 #define NR_splice 275
+#define NR_tee 276
+#define NR_vmsplice 278
 #define NR_utimensat 280
 #define NR_fallocate 285
 #define NR_pwritev 296
+#define NR_rt_tgsigqueueinfo 297
 #define NR_open_by_handle_at 304
+#define NR_process_vm_writev 311
 #define NR_sendmmsg 307
 #define NR_renameat2 316
 #define NR_copy_file_range 326
 #define NR_pwritev2 328
+#define NR_pidfd_send_signal 424
 #define NR_io_uring_setup 425
 #define NR_openat2 437
 #define NR_fchmodat2 452
@@ -570,6 +580,15 @@ static __always_inline int candidate(long nr, struct pt_regs *regs, long ret)
     return ret > 0;
   case NR_connect:
     return ret == 0 || ret == -EINPROGRESS;
+  /* interactions: a signal number 0 only tests that the target exists */
+  case NR_kill: case NR_tkill: case NR_rt_sigqueueinfo: case NR_pidfd_send_signal:
+    return ret == 0 && regs->si != 0;
+  case NR_tgkill: case NR_rt_tgsigqueueinfo:
+    return ret == 0 && regs->dx != 0;
+  case NR_ptrace:
+    return ret >= 0;
+  case NR_process_vm_writev: case NR_tee: case NR_vmsplice:
+    return ret > 0;
   case NR_sendto:
     return ret >= 0 && regs->r8 != 0;
   case NR_sendmmsg:
@@ -601,6 +620,10 @@ static __always_inline int candidate(long nr, struct pt_regs *regs, long ret)
 static __always_inline void on_syscall(struct sc *c)
 {
   switch (c->nr) {
+  case NR_kill: case NR_tkill: case NR_tgkill: case NR_rt_sigqueueinfo: case NR_rt_tgsigqueueinfo:
+  case NR_pidfd_send_signal: case NR_ptrace: case NR_process_vm_writev: case NR_tee: case NR_vmsplice:
+    __sync_fetch_and_add(&c->v->interactions, 1);
+    return;
   case NR_connect:
     net_addr(c, NET_CONNECT, (void *)c->a[1]);
     return;
@@ -632,7 +655,11 @@ static __always_inline void on_syscall(struct sc *c)
   case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2: case NR_sendfile:
     fd_op(c, (int)c->a[0], c->ret, FD_REGULAR);
     return;
-  case NR_splice: case NR_copy_file_range:
+  case NR_splice:
+    __sync_fetch_and_add(&c->v->interactions, 1);
+    fd_op(c, (int)c->a[2], c->ret, FD_REGULAR);
+    return;
+  case NR_copy_file_range:
     fd_op(c, (int)c->a[2], c->ret, FD_REGULAR);
     return;
   case NR_fallocate: case NR_ftruncate:

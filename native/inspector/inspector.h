@@ -73,6 +73,9 @@ struct sb_val {
   __u64 bytes;     /* bytes written to regular files (sum of write-family return values) */
   __u64 drops;     /* ring buffer reserve failures */
   __u64 events;    /* events submitted */
+  /* Calls by which one process can change another without the process probe seeing it: signals
+   * (not signal 0), ptrace, process_vm_writev, splice/tee/vmsplice (pipe data moved without read). */
+  __u64 interactions;
 };
 
 #endif

@@ -464,6 +464,7 @@ static void sync_counters(struct sandbox *s)
     s->bytes = v.bytes;
     s->drops = v.drops;
     s->events = v.events;
+    s->interactions = v.interactions;
   }
 }
 
@@ -615,6 +616,9 @@ static void handle_line(char *line)
     } else if (strcmp(kind, "bytes") == 0) {
       jnum(line, "n", &n);
       s->bytes += (uint64_t)n;
+    } else if (strcmp(kind, "interaction") == 0) {
+      jnum(line, "n", &n);
+      s->interactions += (uint64_t)(n > 0 ? n : 1);
     } else if (strcmp(kind, "unknown") == 0)
       agg_unknown(s, path[0] ? path : "injected");
     else {
@@ -640,6 +644,8 @@ static const char *const SYSCALLS[] = {
   "fchown", "lchown", "fchownat", "utime", "utimes", "futimesat", "utimensat", "mknod", "mknodat",
   "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "setxattrat",
   "removexattrat",
+  "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "ptrace",
+  "process_vm_writev", "tee", "vmsplice",
 };
 #define NSYSCALLS (sizeof(SYSCALLS) / sizeof(SYSCALLS[0]))
 static struct bpf_link *sys_links[NSYSCALLS];

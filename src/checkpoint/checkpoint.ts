@@ -10,6 +10,12 @@ export interface TakeOptions {
   hintPaths?: readonly string[];
   /** The turn's effect report, stored with the checkpoint. */
   effects?: unknown;
+  /**
+   * Called after the process dump, with the sandbox still frozen: CRIU ran in the sandbox's
+   * cgroup (ptrace, process_vm_readv…), and an inspector drops those events here, since no
+   * process of the sandbox could act meanwhile.
+   */
+  afterDump?: () => Promise<void>;
 }
 
 export interface TakeResult {

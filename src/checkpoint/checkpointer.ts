@@ -155,6 +155,7 @@ export class Checkpointer {
           const tDump = performance.now();
           await span('ck.criu-dump', () => this.sandboxes.runc.checkpoint(sandboxId, imageDir, path.join(scratch, 'work'), { leaveRunning: true }));
           dumpMs = performance.now() - tDump;
+          await opts.afterDump?.();
         }
       } finally {
         thaw(sandboxId);

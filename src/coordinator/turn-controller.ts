@@ -15,7 +15,8 @@ import { CGROUP_PARENT, processesOf } from '../sandbox/cgroup.js';
 import { CONTROL_DIR } from '../sandbox/init-script.js';
 import type { Inspector, TurnEffects } from '../inspector/inspector.js';
 import { decideGranularity, type Granularity } from '../inspector/granularity.js';
-import { diffSnapshots, snapshotProcesses, type ProcSnapshot } from '../inspector/process-probe.js';
+import { diffSnapshots, netCountersDigest, procChannels, refreshIoCounters, snapshotProcesses, type ProcChannels, type ProcessDiff, type ProcSnapshot } from '../inspector/process-probe.js';
+import { changedSurvivors, judgeTimeOnly, type TimeOnlyVerdict } from '../inspector/time-only.js';
 import { processesConnectedTo, type Endpoint } from '../inspector/agent-probe.js';
 
 export type CheckpointMode = 'off' | 'chat-only' | 'full' | 'crab';
@@ -34,15 +35,20 @@ export interface BoundaryResult {
 /** Process digests are only worth their cost for small processes (see bench/inspector-digest). */
 const MAX_DIGEST_BYTES = 64 * 1024 * 1024;
 
+/** Process-side state at a sandbox's last process (or full) checkpoint: what later turns are judged against. */
 interface Baseline {
   procs: ProcSnapshot;
   shells: Record<string, string | null>;
+  /** The network namespace's packet counters (netCountersDigest). */
+  net: string | null;
 }
 
 export class TurnController {
   private readonly modes = new Map<string, CheckpointMode>();
-  /** Process and shell state at each sandbox's last checkpoint. */
+  /** Process and shell state at each sandbox's last process or full checkpoint. */
   private readonly baselines = new Map<string, Baseline>();
+  /** Interactions (signals, ptrace…) the inspector counted in each sandbox since that checkpoint. */
+  private readonly interactions = new Map<string, number>();
   /** Sandboxes whose next checkpoint must be full (a failed one lost its turn's effects). */
   private readonly forceFull = new Set<string>();
 
@@ -64,6 +70,7 @@ export class TurnController {
   /** Starts following a sandbox's effects; call after every start and restore (the cgroup is new). */
   async attach(sandboxId: string): Promise<void> {
     this.baselines.delete(sandboxId);
+    this.interactions.delete(sandboxId);
     if (!this.deps.inspector) return;
     // A restored sandbox has a new cgroup (new id): drop the old registration first.
     await this.deps.inspector.remove(sandboxId).catch(() => undefined);
@@ -72,6 +79,7 @@ export class TurnController {
 
   async detach(sandboxId: string): Promise<void> {
     this.baselines.delete(sandboxId);
+    this.interactions.delete(sandboxId);
     this.modes.delete(sandboxId);
     this.forceFull.delete(sandboxId);
     await this.deps.inspector?.remove(sandboxId);
@@ -95,12 +103,14 @@ export class TurnController {
     let decision: Granularity = 'skip';
     let reasons: string[] = [];
     let pending: Baseline | null = null;
+    let interactions = Number.POSITIVE_INFINITY;
     try {
       const checkpoint = await this.deps.checkpointer.takePlanned(sandboxId, turn, async ({ first }) => {
         const raw = this.deps.inspector ? await span('tc.effects', () => this.deps.inspector!.effects(sandboxId, { reset: true })) : null;
         // CRIU runs in the sandbox's cgroup during dumps and restores: its logs are not the agent's.
         // Nor is an in-sandbox agent's connection to the proxy an external effect.
         const effects = raw && withoutProxyTraffic(withoutControlFiles(raw, [this.deps.sandboxes.dirs(sandboxId).ckpt]), this.agentEndpoint);
+        interactions = (this.interactions.get(sandboxId) ?? 0) + (effects?.interactions ?? Number.POSITIVE_INFINITY);
         const { ignorePids, shells, agents } = await this.crabProcesses(sandboxId);
         const baseline = this.baselines.get(sandboxId);
         const procs = await span('tc.snapProcs', () => snapshotProcesses(this.hostPids(sandboxId), { ignorePids }));
@@ -111,27 +121,45 @@ export class TurnController {
           for (const [pid, info] of Object.entries(dig.procs)) procs.procs[Number(pid)] = info;
           probe = diffSnapshots(baseline!.procs, procs);
         }
+        let timeOnly: TimeOnlyVerdict | null = null;
+        if (probe?.changed && baseline && effects && effects.unknown === null) {
+          timeOnly = await span('tc.timeOnly', () => this.judgeTimeOnly(sandboxId, baseline, procs, probe!, interactions));
+          if (timeOnly.timeOnly) probe = { ...probe, changed: false };
+        }
         const d = decideGranularity({ first: first || !baseline || this.forceFull.has(sandboxId), effects, probe, agentInside: agents.length > 0 });
         decision = d.granularity;
-        reasons = d.reasons;
+        reasons = timeOnly?.timeOnly ? [...d.reasons, `time-only ${timeOnly.pids.join(',')}`] : d.reasons;
         const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
         if (shellChanged && (decision === 'skip' || decision === 'fs')) {
           decision = 'process';
           reasons = [...reasons, 'shell-state'];
         }
         if (decision === 'skip') return null;
-        // The new baseline: this frozen moment, with digests so later idle turns can be told apart.
-        const digested = await span('tc.digestAll', () => snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES }));
-        pending = { procs: digested, shells };
+        if (decision === 'process' || decision === 'full') {
+          // The new baseline: this frozen moment, with digests so later idle turns can be told apart.
+          const digested = await span('tc.digestAll', () => snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES }));
+          pending = { procs: digested, shells, net: await this.netCounters(sandboxId) };
+        }
         const hintPaths = effects && d.pathsComplete && decision !== 'full' ? [...effects.fs.changedPaths, CONTROL_DIR] : undefined;
         // Which processes made the probe say "changed" (command lines: pids alone say little later).
         const who = (pids: number[]) => pids.map((pid) => `${pid} ${procs.procs[pid]?.cmdline ?? baseline?.procs.procs[pid]?.cmdline ?? '?'}`.slice(0, 120));
-        const probeReport = probe?.changed ? { started: who(probe.started), exited: who(probe.exited), ran: who(probe.ran), memChanged: who(probe.memChanged) } : undefined;
-        return { kind: decision, hintPaths, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons, probe: probeReport } };
+        const probeReport = probe && (probe.changed || timeOnly) ? { started: who(probe.started), exited: who(probe.exited), ran: who(probe.ran), memChanged: who(probe.memChanged), timeOnly: timeOnly ? { ...timeOnly, pids: who(timeOnly.pids) } : undefined } : undefined;
+        // CRIU acts in the sandbox during the dump: its syscalls in the cgroup are not the next
+        // turn's effects, and its parasite's writes count in each process's io counters.
+        const afterDump = async () => {
+          if (this.deps.inspector) await this.deps.inspector.effects(sandboxId, { reset: true });
+          if (pending) await refreshIoCounters(pending.procs);
+        };
+        return { kind: decision, hintPaths, afterDump, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons, probe: probeReport } };
       });
-      if (checkpoint) {
-        this.forceFull.delete(sandboxId);
-        if (pending) this.baselines.set(sandboxId, pending);
+      if (checkpoint) this.forceFull.delete(sandboxId);
+      if (pending) {
+        // Processes are in this checkpoint: later turns are judged against it.
+        this.baselines.set(sandboxId, pending);
+        this.interactions.set(sandboxId, 0);
+      } else {
+        // Skip or fs: the process baseline stays the last process checkpoint's.
+        this.interactions.set(sandboxId, interactions);
       }
       return { ...base, decision, reasons, checkpoint };
     } catch (err) {
@@ -139,6 +167,25 @@ export class TurnController {
       this.forceFull.add(sandboxId);
       throw err;
     }
+  }
+
+  /**
+   * Whether every process that changed since the last process checkpoint only followed the clock
+   * (see inspector/time-only.ts). Reads each changed survivor's channels and the namespace's
+   * packet counters; the sandbox is frozen.
+   */
+  private async judgeTimeOnly(sandboxId: string, baseline: Baseline, procs: ProcSnapshot, probe: ProcessDiff, interactions: number): Promise<TimeOnlyVerdict> {
+    const setChanged = probe.started.length > 0 || probe.exited.length > 0 || probe.execed.length > 0;
+    const channels: Record<number, ProcChannels | null> = {};
+    if (!setChanged) for (const pid of changedSurvivors(baseline.procs, procs)) channels[pid] = await procChannels(pid);
+    const net = setChanged ? null : await this.netCounters(sandboxId);
+    return judgeTimeOnly({ prev: baseline.procs, next: procs, setChanged, channels, netUnchanged: net !== null && net === baseline.net, interactions });
+  }
+
+  /** Packet counters of the sandbox's network namespace, read through its init. */
+  private async netCounters(sandboxId: string): Promise<string | null> {
+    const init = processesOf(sandboxId).find((p) => p.nsPid === 1);
+    return init ? netCountersDigest(init.hostPid) : null;
   }
 
   private hostPids(sandboxId: string): number[] {

@@ -35,6 +35,8 @@ export interface HelperReport {
   external: { kind: 'connect' | 'sendto'; pid: number; addr: string; port: number }[];
   dropped: number;
   events: number;
+  /** Absent from helpers built before the counter existed. */
+  interactions?: number;
   unknown: string | null;
 }
 
@@ -64,6 +66,8 @@ export function toTurnEffects(r: HelperReport): TurnEffects {
     external: r.external.map((x) => ({ kind: x.kind, addr: x.addr, port: x.port, pid: x.pid })),
     dropped: r.dropped,
     events: r.events,
+    // An old helper does not count them: then no process may be judged untouched by others.
+    interactions: r.interactions ?? Number.POSITIVE_INFINITY,
     unknown: r.unknown,
   };
 }

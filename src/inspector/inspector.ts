@@ -58,6 +58,12 @@ export interface TurnEffects {
   external: ExternalEffect[];
   /** Events lost this turn (ring buffer full). Any loss makes `unknown` non-null. */
   dropped: number;
+  /**
+   * Calls by which one process can change another without the process probe seeing it: signals
+   * (other than 0), ptrace, process_vm_writev, splice/tee/vmsplice. Undefined: not counted (treat
+   * as some).
+   */
+  interactions?: number;
   /** Events the helper received for this sandbox this turn (diagnostics). */
   events?: number;
   /** Why this report cannot be trusted (lost events, helper restart, io_uring, overflow…), or null. */

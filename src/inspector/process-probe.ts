@@ -12,7 +12,7 @@
  * it (cap maxDigestBytes) above that and take the process checkpoint.
  */
 import { createHash } from 'node:crypto';
-import { open, readFile, readdir } from 'node:fs/promises';
+import { open, readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface ProcInfo {
@@ -26,10 +26,30 @@ export interface ProcInfo {
   /** Sum of the threads' on-CPU time in ns (/proc/PID/task/TID/schedstat); more precise than ticks. */
   runtimeNs: number;
   threads: number;
+  /** Read/write syscall counters (/proc/PID/io), cumulative over the process's life. */
+  io?: IoCounters;
   /** sha256 of writable private memory, when requested and small enough. */
   memDigest?: string;
   /** Bytes the digest covered. */
   memBytes?: number;
+}
+
+/** /proc/PID/io counters of the read and write syscall families (pipes, ttys and files alike). */
+export interface IoCounters {
+  rchar: number;
+  wchar: number;
+  syscr: number;
+  syscw: number;
+}
+
+/** Pure: the counters of /proc/PID/io text; null if any is missing. */
+export function parseIo(text: string): IoCounters | null {
+  const get = (k: string) => {
+    const m = new RegExp(`^${k}:\\s*(\\d+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : Number.NaN;
+  };
+  const io = { rchar: get('rchar'), wchar: get('wchar'), syscr: get('syscr'), syscw: get('syscw') };
+  return Object.values(io).every(Number.isFinite) ? io : null;
 }
 
 export interface ProcSnapshot {
@@ -249,6 +269,7 @@ export async function snapshotProcesses(pids: readonly number[], opts: ProbeOpti
     }
     if (!st || ignored(pid, st.comm, opts)) continue;
     const rt = await runtimeNs(pid);
+    const io = await readIo(pid);
     const info: ProcInfo = {
       pid,
       comm: st.comm,
@@ -257,6 +278,7 @@ export async function snapshotProcesses(pids: readonly number[], opts: ProbeOpti
       cpuTicks: st.utime + st.stime,
       runtimeNs: rt.ns,
       threads: rt.threads,
+      io,
     };
     if (opts.digest) {
       const d = await memoryDigest(pid, opts.maxDigestBytes);
@@ -268,6 +290,17 @@ export async function snapshotProcesses(pids: readonly number[], opts: ProbeOpti
     procs[pid] = info;
   }
   return { takenAt: Date.now(), procs };
+}
+
+async function readIo(pid: number): Promise<IoCounters | undefined> {
+  return parseIo(await readFile(`/proc/${pid}/io`, 'utf8').catch(() => '')) ?? undefined;
+}
+
+/** Re-reads the io counters of a snapshot's processes (after CRIU's parasite wrote from inside them). */
+export async function refreshIoCounters(snap: ProcSnapshot): Promise<void> {
+  for (const info of Object.values(snap.procs)) {
+    info.io = await readIo(info.pid);
+  }
 }
 
 /** Snapshot of every process in a cgroup. */
@@ -314,4 +347,71 @@ export function diffSnapshots(prev: ProcSnapshot, next: ProcSnapshot): ProcessDi
     memChanged: memChanged.sort(num),
     changed,
   };
+}
+
+/**
+ * What of a process can carry input from other processes without a read or write syscall (those
+ * are in IoCounters): writable shared mappings (shared memory, MAP_SHARED files) and sockets that
+ * are neither TCP nor UDP (unix, netlink, packet: their traffic is in no per-namespace counter).
+ */
+export interface ProcChannels {
+  sharedWritableMappings: number;
+  /** Sockets not listed in the process's network namespace's tcp/tcp6/udp/udp6 tables. */
+  otherSockets: number;
+}
+
+/** Pure: socket inode numbers of /proc/net/{tcp,udp}[6] text (column 10, "inode"). */
+export function inetSocketInodes(table: string): number[] {
+  const out: number[] = [];
+  for (const line of table.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 9) out.push(Number(f[9]));
+  }
+  return out.filter((n) => Number.isFinite(n) && n > 0);
+}
+
+/** Pure: writable shared mappings in /proc/PID/maps text. */
+export function sharedWritableMappings(maps: string): number {
+  let n = 0;
+  for (const line of maps.split('\n')) {
+    const perms = line.split(' ')[1];
+    if (perms && perms[1] === 'w' && perms[3] === 's') n++;
+  }
+  return n;
+}
+
+/** The process's channels (null when it vanished or cannot be read: treat as unknown). */
+export async function procChannels(pid: number): Promise<ProcChannels | null> {
+  try {
+    const maps = await readFile(`/proc/${pid}/maps`, 'utf8');
+    const inet = new Set<number>();
+    for (const t of ['tcp', 'tcp6', 'udp', 'udp6']) {
+      for (const ino of inetSocketInodes(await readFile(`/proc/${pid}/net/${t}`, 'utf8').catch(() => ''))) inet.add(ino);
+    }
+    let otherSockets = 0;
+    for (const fd of await readdir(`/proc/${pid}/fd`)) {
+      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      const m = /^socket:\[(\d+)\]$/.exec(target);
+      if (m && !inet.has(Number(m[1]))) otherSockets++;
+    }
+    return { sharedWritableMappings: sharedWritableMappings(maps), otherSockets };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Digest of the network namespace's SNMP counters as seen by `pid` (/proc/PID/net/snmp and
+ * snmp6): any TCP segment or UDP datagram sent or received in the namespace, loopback included,
+ * changes it. Null when unreadable.
+ */
+export async function netCountersDigest(pid: number): Promise<string | null> {
+  try {
+    const h = createHash('sha256');
+    h.update(await readFile(`/proc/${pid}/net/snmp`, 'utf8'));
+    h.update(await readFile(`/proc/${pid}/net/snmp6`, 'utf8').catch(() => ''));
+    return h.digest('hex');
+  } catch {
+    return null;
+  }
 }
