@@ -41,16 +41,27 @@ interface Baseline {
   shells: Record<string, string | null>;
   /** The network namespace's packet counters (netCountersDigest). */
   net: string | null;
+  /** Pid inside the sandbox of each host pid in `procs` (a restore keeps those, not host pids). */
+  nsPids: Record<number, number>;
+  /** Checkpoints whose process image this baseline describes: the process checkpoint and the fs ones after it. */
+  imageOf: string[];
 }
 
 export class TurnController {
   private readonly modes = new Map<string, CheckpointMode>();
   /** Process and shell state at each sandbox's last process or full checkpoint. */
   private readonly baselines = new Map<string, Baseline>();
+  /** The baseline a sandbox had before its last (re)start: a recovery may carry it over. */
+  private readonly previous = new Map<string, Baseline>();
   /** Interactions (signals, ptrace…) the inspector counted in each sandbox since that checkpoint. */
   private readonly interactions = new Map<string, number>();
   /** Sandboxes whose next checkpoint must be full (a failed one lost its turn's effects). */
   private readonly forceFull = new Set<string>();
+  /**
+   * Restored sandboxes whose next boundary rescans the whole writable layer: restored processes
+   * ran before the inspector followed the new cgroup, so its path list may lack their writes.
+   */
+  private readonly rescanFs = new Set<string>();
 
   /** Where in-sandbox agents reach the LLM proxy (the link gateway), when the proxy serves links. */
   agentEndpoint: Endpoint | null = null;
@@ -69,6 +80,8 @@ export class TurnController {
 
   /** Starts following a sandbox's effects; call after every start and restore (the cgroup is new). */
   async attach(sandboxId: string): Promise<void> {
+    const b = this.baselines.get(sandboxId);
+    if (b) this.previous.set(sandboxId, b);
     this.baselines.delete(sandboxId);
     this.interactions.delete(sandboxId);
     if (!this.deps.inspector) return;
@@ -79,16 +92,39 @@ export class TurnController {
 
   async detach(sandboxId: string): Promise<void> {
     this.baselines.delete(sandboxId);
+    this.previous.delete(sandboxId);
     this.interactions.delete(sandboxId);
     this.modes.delete(sandboxId);
     this.forceFull.delete(sandboxId);
+    this.rescanFs.delete(sandboxId);
     await this.deps.inspector?.remove(sandboxId);
   }
 
-  /** After a restore or rollback: the restored state is the baseline's; the next turn is judged against it. */
-  async afterRestore(sandboxId: string): Promise<void> {
+  /**
+   * After a restore of checkpoint `restored` into its own sandbox. When the process baseline
+   * describes that checkpoint's process image (the usual recovery: the newest checkpoint), it is
+   * carried over to the restored processes (same pids inside the sandbox, new host pids): a turn
+   * after the restore is judged against the memory digests taken when the image was dumped. What
+   * the restored processes did before the inspector followed them is covered by rescanning the
+   * writable layer at the next boundary, and by allowing no time-only judgment until the next
+   * process checkpoint. Otherwise (an older checkpoint, a restarted daemon) the next checkpoint is full.
+   */
+  async afterRestore(sandboxId: string, restored?: { id: string }): Promise<void> {
     await this.attach(sandboxId);
-    this.forceFull.add(sandboxId); // no baseline for the restored processes: be conservative once
+    const old = this.previous.get(sandboxId);
+    this.previous.delete(sandboxId);
+    const carried = old && restored && old.imageOf.includes(restored.id) ? await carryOver(old, this.processesNow(sandboxId)) : null;
+    if (!carried) {
+      this.forceFull.add(sandboxId); // no baseline for the restored processes: be conservative once
+      return;
+    }
+    this.baselines.set(sandboxId, carried);
+    this.interactions.set(sandboxId, Number.POSITIVE_INFINITY);
+    this.rescanFs.add(sandboxId);
+  }
+
+  private processesNow(sandboxId: string): Record<number, number> {
+    return Object.fromEntries(processesOf(sandboxId).map((p) => [p.nsPid, p.hostPid]));
   }
 
   /** The checkpoint job of one boundary (run it through the host scheduler). */
@@ -127,6 +163,12 @@ export class TurnController {
           if (timeOnly.timeOnly) probe = { ...probe, changed: false };
         }
         const d = decideGranularity({ first: first || !baseline || this.forceFull.has(sandboxId), effects, probe, agentInside: agents.length > 0 });
+        const rescan = this.rescanFs.has(sandboxId);
+        if (rescan && d.granularity === 'skip') {
+          d.granularity = 'fs';
+          d.reasons = ['after-restore'];
+        }
+        if (rescan) d.pathsComplete = false;
         decision = d.granularity;
         reasons = timeOnly?.timeOnly ? [...d.reasons, `time-only ${timeOnly.pids.join(',')}`] : d.reasons;
         const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
@@ -138,7 +180,7 @@ export class TurnController {
         if (decision === 'process' || decision === 'full') {
           // The new baseline: this frozen moment, with digests so later idle turns can be told apart.
           const digested = await span('tc.digestAll', () => snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES }));
-          pending = { procs: digested, shells, net: await this.netCounters(sandboxId) };
+          pending = { procs: digested, shells, net: await this.netCounters(sandboxId), nsPids: this.nsPidsOf(sandboxId), imageOf: [] };
         }
         const hintPaths = effects && d.pathsComplete && decision !== 'full' ? [...effects.fs.changedPaths, CONTROL_DIR] : undefined;
         // Which processes made the probe say "changed" (command lines: pids alone say little later).
@@ -152,12 +194,16 @@ export class TurnController {
         };
         return { kind: decision, hintPaths, afterDump, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons, probe: probeReport } };
       });
-      if (checkpoint) this.forceFull.delete(sandboxId);
-      if (pending) {
+      if (checkpoint) {
+        this.forceFull.delete(sandboxId);
+        this.rescanFs.delete(sandboxId);
+      }
+      if (pending && checkpoint) {
         // Processes are in this checkpoint: later turns are judged against it.
-        this.baselines.set(sandboxId, pending);
+        this.baselines.set(sandboxId, { ...(pending as Baseline), imageOf: [checkpoint.checkpoint.id] });
         this.interactions.set(sandboxId, 0);
       } else {
+        if (checkpoint) this.baselines.get(sandboxId)?.imageOf.push(checkpoint.checkpoint.id); // an fs checkpoint reuses the image
         // Skip or fs: the process baseline stays the last process checkpoint's.
         this.interactions.set(sandboxId, interactions);
       }
@@ -186,6 +232,10 @@ export class TurnController {
   private async netCounters(sandboxId: string): Promise<string | null> {
     const init = processesOf(sandboxId).find((p) => p.nsPid === 1);
     return init ? netCountersDigest(init.hostPid) : null;
+  }
+
+  private nsPidsOf(sandboxId: string): Record<number, number> {
+    return Object.fromEntries(processesOf(sandboxId).map((p) => [p.hostPid, p.nsPid]));
   }
 
   private hostPids(sandboxId: string): number[] {
@@ -231,4 +281,25 @@ export function withoutControlFiles(e: TurnEffects, hostScratchDirs: readonly st
 export function withoutProxyTraffic(e: TurnEffects, proxy: Endpoint | null): TurnEffects {
   if (!proxy) return e;
   return { ...e, external: e.external.filter((x) => !(x.addr === proxy.address && x.port === proxy.port)) };
+}
+
+/**
+ * The baseline of a checkpoint's processes, moved onto the same processes after a restore (found by
+ * their pid inside the sandbox). Memory digests, threads and command lines carry over; CPU time is
+ * set so that every process counts as having run (its memory is compared), and io counters and
+ * packet counters are unknown (no time-only judgment). Null when a process cannot be found.
+ */
+async function carryOver(old: Baseline, hostByNs: Record<number, number>): Promise<Baseline | null> {
+  const procs: ProcSnapshot = { takenAt: Date.now(), procs: {} };
+  const nsPids: Record<number, number> = {};
+  const now = await snapshotProcesses(Object.values(hostByNs));
+  for (const info of Object.values(old.procs.procs)) {
+    const ns = old.nsPids[info.pid];
+    const host = ns === undefined ? undefined : hostByNs[ns];
+    const cur = host === undefined ? undefined : now.procs[host];
+    if (ns === undefined || host === undefined || !cur) return null;
+    procs.procs[host] = { ...info, pid: host, startTime: cur.startTime, cpuTicks: -1, runtimeNs: -1, io: undefined };
+    nsPids[host] = ns;
+  }
+  return { procs, shells: old.shells, net: null, nsPids, imageOf: old.imageOf };
 }

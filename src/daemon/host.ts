@@ -148,7 +148,7 @@ export class CrabHost {
     const head = await this.checkpointer.head(sandboxId);
     if (!head) throw notFound('RECOVER_NO_CHECKPOINT', `sandbox '${sandboxId}' has no checkpoint to recover from`, 'Only sandboxes checkpointed at least once (mode full or crab) can be recovered.');
     const r = await this.checkpointer.restore(head, { force: true });
-    await this.controller.afterRestore(sandboxId);
+    await this.controller.afterRestore(sandboxId, { id: head });
     this.scheduler.forget(sandboxId); // turns after the checkpoint are replayed: their indexes come again
     const ck = await this.checkpointer.catalog.getCheckpoint(head);
     if (ck.turn !== null) this.proxy?.setNextTurnIndex(sandboxId, ck.turn + 1);

@@ -89,4 +89,39 @@ mkfifo /w/fifo`);
     const timeOnly = cks.filter((c) => JSON.stringify(c.effects).includes('time-only'));
     assert.ok(timeOnly.length >= 1, 'the fs checkpoint records the time-only pollers');
   });
+
+  test('after a recovery the restored processes are judged against their checkpoint: no full checkpoint, idle turns skip again', async () => {
+    const id = `${prefix}-r`;
+    await host.service.createSandbox({ name: id, packages: ['python3', 'procps'] });
+    host.setMode(id, 'crab');
+    const s = async (cmd: string) => {
+      const r = await host.service.exec(id, cmd, { session: 'main' });
+      assert.equal(r.exitCode, 0, `${cmd}: ${r.stderr}`);
+    };
+    let turn = 0;
+    const boundary = async () => {
+      const r = await host.boundary(id, turn++);
+      assert.ok(r.value, `boundary ${turn - 1}: ${r.outcome} ${r.errors?.join(';')}`);
+      return `${r.value.decision} ${r.value.reasons.join('+')}`;
+    };
+    await s('mkdir -p /w && cd /w && echo 1 > a');
+    assert.match(await boundary(), /^full/);
+    await s('sleep 600 >/dev/null 2>&1 & sleep 0.2');
+    assert.match(await boundary(), /^process/);
+    await s('cat a');
+    assert.match(await boundary(), /^skip/);
+    await host.service.stopSandbox(id);
+    const rec = await host.recover(id);
+    turn = (rec.turn ?? 0) + 1;
+    // Nothing happened since the restore: the writable layer is rescanned (an fs checkpoint of no
+    // new files), the idle `sleep` and the shell compare equal to their checkpoint.
+    await s('cat a');
+    assert.match(await boundary(), /^fs after-restore/);
+    await s('cat a; jobs');
+    assert.match(await boundary(), /^skip/);
+    await s('echo 2 >> a');
+    assert.match(await boundary(), /^fs/);
+    await s('kill %1; wait %1 2>/dev/null; true');
+    assert.match(await boundary(), /^process/);
+  });
 });
