@@ -99,6 +99,9 @@ fi
 echo "        $(ms_since "$t") ms"
 t=$(date +%s%N)
 step "build: tsc"
+# bin/crab rebuilds when a source is newer than this stamp; it gets the build's start time, so an
+# edit made during the build still counts as newer.
+mkdir -p dist && touch dist/.crab-build-stamp.new
 npx tsc -p tsconfig.json
 echo "        $(ms_since "$t") ms"
 
@@ -109,6 +112,7 @@ if [ -f native/Makefile ]; then
   make -s -C native >/dev/null
   echo "        $(ms_since "$t") ms"
 fi
+mv dist/.crab-build-stamp.new dist/.crab-build-stamp
 
 # 6. Base image -----------------------------------------------------------------
 if [ "$SKIP_IMAGES" != 1 ]; then

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CrabHost } from '../daemon/host.js';
 import type { CheckpointMode } from '../coordinator/turn-controller.js';
+import type { TurnRecord } from '../coordinator/turn-hooks.js';
 import type { ExecResult } from '../sandbox/channel.js';
 import type { Action, Trace } from './trace.js';
 import type { ReplayPayload } from './replay-upstream.js';
@@ -205,20 +206,15 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
         await start();
         return next;
       }
+      // Read before the restore: the gates as they settled in the run that was killed.
       const records = host.proxy!.turns(id);
       let resumeAt: number;
       try {
         const t = performance.now();
         const r = await span('r.host.recover', () => host.recover(id));
         result.restore_ms = performance.now() - t;
-        // Boundaries after the restored checkpoint that were skipped changed nothing: the restored
-        // state is also theirs. Boundary b = state after turns 1..b.
-        resumeAt = r.turn ?? 0;
-        for (let b = resumeAt + 1; b <= doneTurns; b++) {
-          const rec = records.find((x) => x.turnIndex === b);
-          if (rec?.gate !== 'skipped') break;
-          resumeAt = b;
-        }
+        const cks = await host.checkpointer.catalog.listCheckpoints(id);
+        resumeAt = resumeTurn(records, new Set(cks.map((c) => c.turn)), r.turn ?? 0, doneTurns);
       } catch (err) {
         if ((err as { code?: string }).code !== 'RECOVER_NO_CHECKPOINT') throw err;
         await svc.removeSandbox(id).catch(() => undefined);
@@ -257,6 +253,33 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     host.prioritySandboxes.delete(id);
   }
   return result;
+}
+
+/**
+ * The turn a recovery resumes after: the restored checkpoint's boundary, advanced over the
+ * boundaries after it that took no checkpoint although their gate settled (boundary b = the state
+ * after turns 1..b). Such a boundary changed nothing the checkpoint does not hold, so the restored
+ * state is also its state and its turn need not be re-run. A skip shows as gate 'skipped' when
+ * the planner needed no job, but as 'committed' when the job itself decided to skip (crab mode:
+ * the decision is made inside the checkpoint job), so a settled gate without a checkpoint of its
+ * turn in the catalog is the test. Stops at the first boundary that is not such a skip (a
+ * checkpoint taken, a failed or pending gate, no record).
+ */
+export function resumeTurn(
+  records: ReadonlyArray<Pick<TurnRecord, 'turnIndex' | 'gate'>>,
+  checkpointedTurns: ReadonlySet<number | null>,
+  restoredTurn: number,
+  doneTurns: number,
+): number {
+  let resumeAt = restoredTurn;
+  for (let b = restoredTurn + 1; b <= doneTurns; b++) {
+    // The newest record of the boundary: a recovery asks earlier indexes again.
+    const rec = records.findLast((x) => x.turnIndex === b);
+    const settledClean = rec?.gate === 'committed' || rec?.gate === 'skipped';
+    if (!settledClean || checkpointedTurns.has(b)) break;
+    resumeAt = b;
+  }
+  return resumeAt;
 }
 
 async function collectFigures(host: CrabHost, id: string, result: RunResult): Promise<void> {

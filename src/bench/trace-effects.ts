@@ -166,7 +166,16 @@ function readTarget(cmd: string, start: number): { target: string; next: number 
   return { target: t, next: i };
 }
 
-function simpleCommandReads(words: string[], fresh = false): boolean {
+/** Reserved words that open a (part of a) compound command: what follows them is the command. */
+const LEADING_KEYWORDS = new Set(['until', 'while', 'do', 'if', 'then', 'elif', 'else', '!']);
+/** Reserved words that close one: nothing runs. (`for` and `select` assign a variable: not here.) */
+const CLOSING_KEYWORDS = new Set(['done', 'fi']);
+
+function simpleCommandReads(allWords: string[], fresh = false): boolean {
+  let s = 0;
+  while (s < allWords.length && LEADING_KEYWORDS.has(allWords[s]!)) s++;
+  const words = allWords.slice(s);
+  if (words.every((w) => CLOSING_KEYWORDS.has(w))) return true;
   let k = 0;
   // Leading assignments: VAR=x cmd is fine (environment of cmd); a bare VAR=x changes the shell.
   while (k < words.length && /^[A-Za-z_][A-Za-z0-9_]*=/.test(words[k]!)) k++;
@@ -214,7 +223,8 @@ function simpleCommandReads(words: string[], fresh = false): boolean {
     case 'patch':
       return args.includes('--dry-run');
     case 'bash':
-      return args[0] === '-n';
+      // A child shell cannot change the session's own state: its script is judged as a fresh one.
+      return args[0] === '-n' || (args[0] === '-c' && args[1] !== undefined && actionIsReadOnly(args[1], true));
     case 'tar':
       return args.some((a) => /^-?[a-zA-Z]*t/.test(a) && !/c|x|r|u/.test(a.replace(/^-/, '')));
     case 'dpkg-deb':

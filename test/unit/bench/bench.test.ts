@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { noiseBetween, stateDifference, upperEntries, type FinalState } from '../../../src/bench/final-state.js';
-import { percentile, type RunResult } from '../../../src/bench/replay.js';
+import { percentile, resumeTurn, type RunResult } from '../../../src/bench/replay.js';
 
 test('fault plans parse, and bad ones are refused', () => {
   const table: Array<[string, unknown]> = [
@@ -38,6 +38,29 @@ test('percentile', () => {
   assert.equal(percentile([5], 50), 5);
   assert.equal(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 50), 5);
   assert.equal(percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 100], 99), 100);
+});
+
+test('resumeTurn: a recovery skips re-running the boundaries after the checkpoint that took none', () => {
+  type Gate = 'pending' | 'committed' | 'skipped' | 'failed' | 'timeout';
+  const recs = (...gates: Gate[]) => gates.map((gate, turnIndex) => ({ turnIndex, gate }));
+  // [what, records (boundary i = gates[i]), checkpointed turns, restored turn, done turns, want]
+  const table: Array<[string, ReturnType<typeof recs>, number[], number, number, number]> = [
+    // Crab mode: the job decides to skip, so the gate is 'committed' but no checkpoint has the turn.
+    ['crab: every boundary after 0 was skipped inside the job', recs(...Array<Gate>(10).fill('committed')), [0], 0, 9, 9],
+    ['crab: stops at the first boundary that took a checkpoint', recs(...Array<Gate>(10).fill('committed')), [0, 5], 0, 9, 4],
+    ['crab: skips after the restored checkpoint', recs(...Array<Gate>(10).fill('committed')), [0, 5], 5, 9, 9],
+    ['the planner needed no job: gate skipped', recs('committed', 'skipped', 'skipped', 'committed'), [0, 3], 0, 3, 2],
+    ['a failed gate stops it', recs('committed', 'committed', 'failed', 'committed'), [0], 0, 3, 1],
+    ['a pending gate (the killed boundary) stops it', recs('committed', 'committed', 'pending'), [0], 0, 2, 1],
+    ['a timed-out gate stops it', recs('committed', 'timeout', 'committed'), [0], 0, 2, 0],
+    ['a boundary without a record stops it', recs('committed', 'committed'), [0], 0, 4, 1],
+    ['full: a checkpoint at every boundary, the newest restored', recs('committed', 'committed', 'committed'), [0, 1, 2], 2, 2, 2],
+    ['nothing done after the restored turn', recs('committed', 'committed'), [0, 1], 1, 1, 1],
+    ['never past doneTurns', recs(...Array<Gate>(10).fill('committed')), [0], 0, 3, 3],
+  ];
+  for (const [what, records, cks, restored, done, want] of table) assert.equal(resumeTurn(records, new Set(cks), restored, done), want, what);
+  // After an earlier recovery a boundary is asked again: its newest record counts.
+  assert.equal(resumeTurn([...recs('committed', 'failed', 'committed'), { turnIndex: 1, gate: 'committed' }], new Set([0]), 0, 2), 2);
 });
 
 const state = (files: Record<string, string>, processes: string[] = [], shell: string | null = 's'): FinalState => ({ filesHash: JSON.stringify(files), files, processes, shell });

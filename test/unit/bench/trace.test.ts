@@ -143,9 +143,12 @@ test('loadTrace / loadTraces: files, directories (sorted, *.trace.jsonl only), m
 
 test('read-only classifier', () => {
   const ro = ['ls -la', 'cat a | grep -n x | head', "grep -rn 'x > y' .", 'git log --oneline', 'git status --short', "sed -n '1,5p' f", 'python3 -B -m unittest -v 2>&1 | tail -3',
-    "python3 -c 'print(1 > 0)'", 'find . -name "*.py" | wc -l', 'jobs', 'echo $X', 'ls >/dev/null 2>&1', "sqlite3 -readonly db 'SELECT 1'", 'test $(cat /tmp/cnt) -gt 5 && echo growing', 'kill -0 12', 'command -v bash', 'declare -f fn', 'python3 -B check.py', 'git bisect log'];
+    "python3 -c 'print(1 > 0)'", 'find . -name "*.py" | wc -l', 'jobs', 'echo $X', 'ls >/dev/null 2>&1', "sqlite3 -readonly db 'SELECT 1'", 'test $(cat /tmp/cnt) -gt 5 && echo growing', 'kill -0 12', 'command -v bash', 'declare -f fn', 'python3 -B check.py', 'git bisect log',
+    'until test "$(cat /tmp/cnt)" -ge 5; do sleep 0.1; done; echo growing', "timeout 30 bash -c 'until test \"$(cat /tmp/cnt)\" -ge 5; do sleep 0.1; done' 2>/dev/null && echo growing",
+    'if grep -q x f; then echo yes; else echo no; fi', "bash -c 'cd /tmp && ls'"];
   const rw = ['sed -i s/a/b/ f', 'echo x > f', 'echo x >> f', 'sleep 600 &', 'export A=1', 'cd /tmp', 'A=1', "f() { echo; }", 'make', 'git commit -qam x', "cat > f <<'EOF'\nx > y\nEOF",
-    'find . -delete', 'python3 script.py', 'python3 -m pip --version', 'kill %1', 'cp a b', 'tee f', 'python3 -m unittest', "python3 -c 'open(\"f\", \"w\").write(\"x\")'", "sqlite3 db 'CREATE TABLE t(x)'", 'ls &>out'];
+    'find . -delete', 'python3 script.py', 'python3 -m pip --version', 'kill %1', 'cp a b', 'tee f', 'python3 -m unittest', "python3 -c 'open(\"f\", \"w\").write(\"x\")'", "sqlite3 db 'CREATE TABLE t(x)'", 'ls &>out',
+    'for i in 1 2; do echo $i; done', 'while read l; do echo $l; done < f', 'until test -e f; do touch f; done', "bash -c 'echo x > f'", 'if true; then cd /tmp; fi', "bash -c 'rm f'"];
   for (const c of ro) assert.equal(actionIsReadOnly(c), true, c);
   for (const c of rw) assert.equal(actionIsReadOnly(c), false, c);
   assert.equal(actionIsReadOnly('cd /srv && ls', true), true);
