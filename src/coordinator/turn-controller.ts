@@ -3,8 +3,9 @@
  * - `off` / `chat-only`: nothing (no sandbox checkpoints);
  * - `full`: a full checkpoint every boundary;
  * - `crab`: with the sandbox frozen, ask the inspector what the turn did, probe processes
- *   (set, CPU time, memory digests of pollers) and session shells (semantic state digest), decide
- *   the granularity (`decideGranularity`), and take exactly that checkpoint — or none.
+ *   (set, CPU time, memory digests of pollers) and session shells (semantic state digest), let
+ *   pollers that only followed the clock pass (`judgeTimeOnly`), decide the granularity
+ *   (`decideGranularity`), and take exactly that checkpoint — or none.
  */
 import { span } from '../core/prof.js';
 import type { Logger } from '../core/log.js';
@@ -138,7 +139,7 @@ export class TurnController {
     }
     let decision: Granularity = 'skip';
     let reasons: string[] = [];
-    let pending: Baseline | null = null;
+    let pending = null as Baseline | null; // set inside the plan callback (no narrowing to null)
     let interactions = Number.POSITIVE_INFINITY;
     try {
       const checkpoint = await this.deps.checkpointer.takePlanned(sandboxId, turn, async ({ first }) => {
@@ -200,7 +201,7 @@ export class TurnController {
       }
       if (pending && checkpoint) {
         // Processes are in this checkpoint: later turns are judged against it.
-        this.baselines.set(sandboxId, { ...(pending as Baseline), imageOf: [checkpoint.checkpoint.id] });
+        this.baselines.set(sandboxId, { ...pending, imageOf: [checkpoint.checkpoint.id] });
         this.interactions.set(sandboxId, 0);
       } else {
         if (checkpoint) this.baselines.get(sandboxId)?.imageOf.push(checkpoint.checkpoint.id); // an fs checkpoint reuses the image

@@ -31,6 +31,15 @@ describe('helper aggregation (--no-bpf)', skip, () => {
     assert.deepEqual(await changes(s), ['modified /work/a']);
   });
 
+  test('interactions (signals, ptrace…) are counted per turn', async () => {
+    const s = await sandbox();
+    assert.equal((await ins.effects(s)).interactions, 0);
+    await inject(s, { kind: 'interaction' });
+    await inject(s, { kind: 'interaction', n: 2 });
+    assert.equal((await ins.effects(s)).interactions, 3);
+    assert.equal((await ins.effects(s)).interactions, 0, 'a new turn starts from zero');
+  });
+
   test('created and removed in the same turn cancels out', async () => {
     const s = await sandbox();
     await inject(s, { kind: 'create', path: '/tmp/x' });
