@@ -122,6 +122,9 @@ export class TurnController {
     this.baselines.set(sandboxId, carried);
     this.interactions.set(sandboxId, Number.POSITIVE_INFINITY);
     this.rescanFs.add(sandboxId);
+    // A checkpoint that failed before the crash (a kill mid-dump) left forceFull: the restored
+    // state is the checkpoint's, fully described by the carried baseline and the rescan.
+    this.forceFull.delete(sandboxId);
   }
 
   private processesNow(sandboxId: string): Record<number, number> {
@@ -147,7 +150,9 @@ export class TurnController {
         // CRIU runs in the sandbox's cgroup during dumps and restores: its logs are not the agent's.
         // Nor is an in-sandbox agent's connection to the proxy an external effect.
         const effects = raw && withoutProxyTraffic(withoutControlFiles(raw, [this.deps.sandboxes.dirs(sandboxId).ckpt]), this.agentEndpoint);
-        interactions = (this.interactions.get(sandboxId) ?? 0) + (effects?.interactions ?? Number.POSITIVE_INFINITY);
+        // A write into /proc (a process's mem, its fds) reaches another process like ptrace does.
+        const procWrites = effects ? effects.fs.changedPaths.filter((p) => p === '/proc' || p.startsWith('/proc/')).length : 0;
+        interactions = (this.interactions.get(sandboxId) ?? 0) + (effects?.interactions ?? Number.POSITIVE_INFINITY) + procWrites;
         const { ignorePids, shells, agents } = await this.crabProcesses(sandboxId);
         const baseline = this.baselines.get(sandboxId);
         const procs = await span('tc.snapProcs', () => snapshotProcesses(this.hostPids(sandboxId), { ignorePids }));

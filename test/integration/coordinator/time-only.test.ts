@@ -80,6 +80,11 @@ mkfifo /w/fifo`);
     await s('kill -0 $(pgrep -f poll.py)');
     await sleep(200);
     assert.equal((await boundary()).decision, 'skip');
+    // A write into the loop's memory through /proc (the same byte back: still an interaction).
+    await s(`P=$(pgrep -f poll.py); A=$(awk '/\\[heap\\]/{split($1,a,"-"); print a[1]; exit}' /proc/$P/maps); python3 -c "f=open('/proc/$P/mem','r+b',buffering=0); a=int('$A',16); f.seek(a); b=f.read(1); f.seek(a); f.write(b)"`);
+    await sleep(200);
+    b = await boundary();
+    assert.equal(b.decision, 'process', `/proc/PID/mem: ${b.reasons}`);
     // Bytes through the FIFO: the reader consumed input.
     await s('echo z > /w/fifo');
     await sleep(300);
