@@ -22,22 +22,29 @@ describe('time-only pollers (real sandbox, inspector, CRIU)', rootOnly(), () => 
     await host.close();
   });
 
-  test('idle pollers skip; a request, a signal, a pipe write or the poller writing take a process checkpoint', async () => {
-    const id = `${prefix}-a`;
+  /** A crab-mode sandbox with python3, a session shell `s` and boundaries numbered from `turn`. */
+  async function sandbox(id: string) {
     await host.service.createSandbox({ name: id, packages: ['python3', 'procps'] });
     host.setMode(id, 'crab');
-    const s = async (cmd: string) => {
-      const r = await host.service.exec(id, cmd, { session: 'main' });
-      assert.equal(r.exitCode, 0, `${cmd}: ${r.stderr}`);
-      return r.stdout;
+    const t = {
+      turn: 0,
+      s: async (cmd: string) => {
+        const r = await host.service.exec(id, cmd, { session: 'main' });
+        assert.equal(r.exitCode, 0, `${cmd}: ${r.stderr}`);
+      },
+      boundary: async () => {
+        const r = await host.boundary(id, t.turn++);
+        assert.ok(r.value, `boundary ${t.turn - 1}: ${r.outcome} ${r.errors?.join(';')}`);
+        const probe = (r.value.checkpoint?.checkpoint.effects as { probe?: { timeOnly?: unknown } } | undefined)?.probe;
+        return { decision: r.value.decision, reasons: `${r.value.reasons.join('+')} ${JSON.stringify(probe?.timeOnly ?? null)}` };
+      },
     };
-    let turn = 0;
-    const boundary = async () => {
-      const r = await host.boundary(id, turn++);
-      assert.ok(r.value, `boundary ${turn - 1}: ${r.outcome} ${r.errors?.join(';')}`);
-      const probe = (r.value.checkpoint?.checkpoint.effects as { probe?: { timeOnly?: unknown } } | undefined)?.probe;
-      return { decision: r.value.decision, reasons: `${r.value.reasons.join('+')} ${JSON.stringify(probe?.timeOnly ?? null)}` };
-    };
+    return t;
+  }
+
+  test('idle pollers skip; a request, a signal, a pipe write or the poller writing take a process checkpoint', async () => {
+    const id = `${prefix}-a`;
+    const { s, boundary } = await sandbox(id);
     await s(`mkdir -p /w && cd /w && cat > poll.py <<'EOF'
 import signal, sys, time
 n = 0
@@ -97,17 +104,11 @@ mkfifo /w/fifo`);
 
   test('after a recovery the restored processes are judged against their checkpoint: no full checkpoint, idle turns skip again', async () => {
     const id = `${prefix}-r`;
-    await host.service.createSandbox({ name: id, packages: ['python3', 'procps'] });
-    host.setMode(id, 'crab');
-    const s = async (cmd: string) => {
-      const r = await host.service.exec(id, cmd, { session: 'main' });
-      assert.equal(r.exitCode, 0, `${cmd}: ${r.stderr}`);
-    };
-    let turn = 0;
+    const t = await sandbox(id);
+    const { s } = t;
     const boundary = async () => {
-      const r = await host.boundary(id, turn++);
-      assert.ok(r.value, `boundary ${turn - 1}: ${r.outcome} ${r.errors?.join(';')}`);
-      return `${r.value.decision} ${r.value.reasons.join('+')}`;
+      const b = await t.boundary();
+      return `${b.decision} ${b.reasons}`;
     };
     await s('mkdir -p /w && cd /w && echo 1 > a');
     assert.match(await boundary(), /^full/);
@@ -117,7 +118,7 @@ mkfifo /w/fifo`);
     assert.match(await boundary(), /^skip/);
     await host.service.stopSandbox(id);
     const rec = await host.recover(id);
-    turn = (rec.turn ?? 0) + 1;
+    t.turn = (rec.turn ?? 0) + 1;
     // Nothing happened since the restore: the writable layer is rescanned (an fs checkpoint of no
     // new files), the idle `sleep` and the shell compare equal to their checkpoint.
     await s('cat a');
