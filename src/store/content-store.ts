@@ -166,8 +166,11 @@ export interface ContentStore {
   /** Walks the store. Cost: one stat per chunk. */
   stats(): Promise<StoreStats>;
 
-  /** Re-reads and re-hashes every chunk; returns the corrupt ones (never throws for corruption). */
-  verify(): Promise<CorruptChunk[]>;
+  /**
+   * Re-reads and re-hashes every chunk (or only `digests`, where a missing one is reported too);
+   * returns the corrupt ones (never throws for corruption).
+   */
+  verify(opts?: { digests?: Iterable<Digest> }): Promise<CorruptChunk[]>;
 
   /**
    * Deletes every chunk not in `liveDigests` and older than the grace period, and abandoned temp

@@ -44,6 +44,23 @@ import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } fr
 
 /** `'whole'` chunking cuts files above this size into pieces of this size. */
 export const WHOLE_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
+/** Why the chunk file at `p` is not chunk `digest` ('missing' when absent), or null when it is. */
+async function verifyChunkFile(digest: Digest, p: string): Promise<string | null> {
+  let raw: Buffer;
+  try {
+    raw = await fsp.readFile(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    return `unreadable: ${(err as Error).message}`;
+  }
+  try {
+    checkChunk(digest, p, raw);
+    return null;
+  } catch (err) {
+    return String((err as { details?: { why?: string } }).details?.why ?? err);
+  }
+}
+
 /** Default page-chunk shape: a chunk ends after a page whose hash is divisible by `divisor` (after `minPages`), mean ≈ min + divisor. */
 export const DEFAULT_PAGE_CHUNKING: PageChunking = { minPages: 4, divisor: 12, maxPages: 64 };
 
@@ -246,26 +263,24 @@ export class LocalContentStore implements ContentStore {
     return { chunkCount, storedBytes };
   }
 
-  async verify(): Promise<CorruptChunk[]> {
+  async verify(opts: { digests?: Iterable<Digest> } = {}): Promise<CorruptChunk[]> {
     const bad: CorruptChunk[] = [];
+    if (opts.digests) {
+      for (const d of opts.digests) {
+        const p = this.chunkPath(d);
+        const why = await verifyChunkFile(d, p);
+        if (why === 'missing') bad.push({ digest: d, path: p, why: 'missing' });
+        else if (why) bad.push({ digest: d, path: p, why });
+      }
+      return bad;
+    }
     for await (const c of this.listChunks()) {
       if (!isDigest(c.name) || c.name.slice(0, 2) !== path.basename(path.dirname(c.path))) {
         bad.push({ digest: c.name, path: c.path, why: 'file name is not a digest in its fan-out directory' });
         continue;
       }
-      let raw: Buffer;
-      try {
-        raw = await fsp.readFile(c.path);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // swept meanwhile
-        bad.push({ digest: c.name, path: c.path, why: `unreadable: ${(err as Error).message}` });
-        continue;
-      }
-      try {
-        checkChunk(c.name, c.path, raw);
-      } catch (err) {
-        bad.push({ digest: c.name, path: c.path, why: String((err as { details?: { why?: string } }).details?.why ?? err) });
-      }
+      const why = await verifyChunkFile(c.name, c.path);
+      if (why && why !== 'missing') bad.push({ digest: c.name, path: c.path, why }); // missing: swept meanwhile
     }
     return bad;
   }

@@ -56,6 +56,11 @@ test('a flipped byte is detected as STORE_CHUNK_CORRUPT by get and verify', () =
     const bad = await s.verify();
     assert.deepEqual(bad.map((b) => b.digest), [victim.digest]);
     assert.ok(await s.get(good.digest));
+    // Only some chunks: the corrupt one among them, and a digest that is not stored at all.
+    const absent = 'f'.repeat(64);
+    const some = await s.verify({ digests: [good.digest, victim.digest, absent] });
+    assert.deepEqual(some.map((b) => [b.digest, b.why === 'missing']), [[victim.digest, false], [absent, true]]);
+    assert.deepEqual(await s.verify({ digests: [good.digest] }), []);
   }));
 
 test('truncated zstd frame is corrupt too', () =>
