@@ -269,6 +269,9 @@ export class SandboxManager {
     for (let i = 0; i < 200; i++) {
       const s = await this.runc.state(id);
       if (!s || s.status === 'stopped') break;
+      // A checkpoint may have frozen the sandbox since (a kill is not serialized with it): a
+      // frozen task cannot die, and runc's delete then gives up with "container init still running".
+      if (s.status === 'paused') await this.runc.resume(id).catch(() => undefined);
       await sleep(10);
     }
     await this.runc.delete(id);
