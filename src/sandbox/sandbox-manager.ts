@@ -13,6 +13,7 @@ import { CrabError, conflict, invalid, notFound } from '../core/errors.js';
 import { checkName, newId } from '../core/ids.js';
 import type { CrabPaths } from '../core/paths.js';
 import { run } from '../core/run.js';
+import { rootLogger } from '../core/log.js';
 import { BASE_IMAGE } from '../image/image-store.js';
 import { ensureImage, type Progress } from '../image/image-builder.js';
 import { cgroupsPathOf, processesOf, removeCgroupDirs, type HostProcess } from './cgroup.js';
@@ -272,6 +273,9 @@ export class SandboxManager {
       // A checkpoint may have frozen the sandbox since (a kill is not serialized with it): a
       // frozen task cannot die, and runc's delete then gives up with "container init still running".
       if (s.status === 'paused') await this.runc.resume(id).catch(() => undefined);
+      // A CRIU dump killed with its runc mid-way still ptraces the dying init, which waits for
+      // its namespace's tasks while CRIU waits for it: that CRIU (ours) has to go.
+      if (i === 50) killCriuTracer(s.pid);
       await sleep(10);
     }
     await this.runc.delete(id);
@@ -419,4 +423,20 @@ async function unmountBelow(dir: string): Promise<void> {
     .filter((t): t is string => !!t && (t === dir || t.startsWith(dir + path.sep)))
     .sort((a, b) => b.length - a.length);
   for (const t of targets) if (isMounted(t)) await unmount(t);
+}
+
+/**
+ * SIGKILLs the CRIU process that ptraces `pid`, if any: only a process named criu that traces a
+ * sandbox's init, i.e. one our checkpoint started through runc.
+ */
+function killCriuTracer(pid: number): void {
+  if (!Number.isInteger(pid) || pid <= 1) return;
+  try {
+    const tracer = Number(/^TracerPid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    if (tracer <= 1 || fs.readFileSync(`/proc/${tracer}/comm`, 'utf8').trim() !== 'criu') return;
+    rootLogger.warn({ pid, tracer }, 'a CRIU dump outlived its runc and holds the dying sandbox: killing it');
+    process.kill(tracer, 'SIGKILL');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
 }

@@ -24,6 +24,15 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     const id = `${prefix}-main`;
     await m.create({ name: id, packages: ['python3'] });
     const s = (cmd: string) => m.exec(id, cmd, { session: 'main' });
+    /** The counter file; `echo $i > f` truncates before it writes, so a read may find it empty. */
+    const counter = async (): Promise<number> => {
+      for (let i = 0; i < 50; i++) {
+        const text = (await s('cat /tmp/cnt')).stdout.trim();
+        if (text) return Number(text);
+        await sleep(5);
+      }
+      throw new Error('/tmp/cnt stayed empty');
+    };
     await s('mkdir -p /work/sub && cd /work && export PROJECT=crab && greet() { echo "hello $1"; }');
     await s('python3 -m http.server 8000 --bind 127.0.0.1 >/tmp/http.log 2>&1 &');
     await s('(i=0; while :; do i=$((i+1)); echo $i > /tmp/cnt; sleep 0.05; done) &');
@@ -38,17 +47,18 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     const cntEntry = manifest.entries.find((e) => e.path === 'tmp/cnt')!;
     const counterAtCkpt = Number(Buffer.concat(await Promise.all(cntEntry.recipe!.chunks.map((c) => cr.store.get(c)))).toString());
     await sleep(1000); // the counter runs on past the checkpoint…
-    assert.ok(Number((await s('cat /tmp/cnt')).stdout) > counterAtCkpt + 5);
+    const ran = await counter();
+    assert.ok(ran > counterAtCkpt + 5, `the counter ran on past the checkpoint: ${counterAtCkpt} → ${ran}`);
     await m.remove(id); // …then the sandbox dies with everything in it, writable layer included
 
     const r = await cr.restore(ck.checkpoint.id);
     assert.equal(r.sandboxId, id);
     const out = await s('pwd; echo $PROJECT; greet you; jobs -r | grep -c Running');
     assert.deepEqual(out.stdout.trim().split('\n'), ['/work', 'crab', 'hello you', '2']);
-    const cnt = Number((await s('cat /tmp/cnt')).stdout);
+    const cnt = await counter();
     assert.ok(cnt >= counterAtCkpt && cnt < counterAtCkpt + 15, `counter continues from ${counterAtCkpt}, got ${cnt}`);
     await sleep(200);
-    assert.ok(Number((await s('cat /tmp/cnt')).stdout) > cnt, 'counter still counting');
+    assert.ok((await counter()) > cnt, 'counter still counting');
     const http = await s('python3 -c "import urllib.request;print(urllib.request.urlopen(\'http://127.0.0.1:8000/\').status)"');
     assert.equal(http.stdout.trim(), '200', http.stderr);
     assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), ckHash, 'filesystem tree equals the checkpoint');

@@ -95,7 +95,8 @@ describe('crab daemon (real runc)', rootOnly(), () => {
     await pending;
     await sleep(100);
     const rep = await m.gc();
-    assert.deepEqual(rep.problems, []);
+    // Only this test's sandboxes: gc also reports whatever other runs left on this host.
+    assert.deepEqual(rep.problems.filter((p) => p.includes(prefix)), []);
     for (const id of ids) assert.deepEqual(await leftovers(m, id), [], id);
   });
 });
