@@ -44,23 +44,6 @@ import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } fr
 
 /** `'whole'` chunking cuts files above this size into pieces of this size. */
 export const WHOLE_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
-/** Why the chunk file at `p` is not chunk `digest` ('missing' when absent), or null when it is. */
-async function verifyChunkFile(digest: Digest, p: string): Promise<string | null> {
-  let raw: Buffer;
-  try {
-    raw = await fsp.readFile(p);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
-    return `unreadable: ${(err as Error).message}`;
-  }
-  try {
-    checkChunk(digest, p, raw);
-    return null;
-  } catch (err) {
-    return String((err as { details?: { why?: string } }).details?.why ?? err);
-  }
-}
-
 /** Default page-chunk shape: a chunk ends after a page whose hash is divisible by `divisor` (after `minPages`), mean ≈ min + divisor. */
 export const DEFAULT_PAGE_CHUNKING: PageChunking = { minPages: 4, divisor: 12, maxPages: 64 };
 
@@ -269,8 +252,7 @@ export class LocalContentStore implements ContentStore {
       for (const d of opts.digests) {
         const p = this.chunkPath(d);
         const why = await verifyChunkFile(d, p);
-        if (why === 'missing') bad.push({ digest: d, path: p, why: 'missing' });
-        else if (why) bad.push({ digest: d, path: p, why });
+        if (why) bad.push({ digest: d, path: p, why });
       }
       return bad;
     }
@@ -510,6 +492,23 @@ function checkChunk(digest: Digest, p: string, raw: Buffer): Buffer {
   }
   if (sha256(out) !== digest) throw chunkCorrupt(digest, p, 'content does not hash to its name');
   return out;
+}
+
+/** Why the chunk file at `p` is not chunk `digest` ('missing' when absent), or null when it is. */
+async function verifyChunkFile(digest: Digest, p: string): Promise<string | null> {
+  let raw: Buffer;
+  try {
+    raw = await fsp.readFile(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    return `unreadable: ${(err as Error).message}`;
+  }
+  try {
+    checkChunk(digest, p, raw);
+    return null;
+  } catch (err) {
+    return String((err as { details?: { why?: string } }).details?.why ?? err);
+  }
 }
 
 function checkRecipe(recipe: FileRecipe): void {
