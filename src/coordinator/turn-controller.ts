@@ -12,7 +12,7 @@ import type { Logger } from '../core/log.js';
 import type { Checkpointer } from '../checkpoint/checkpointer.js';
 import type { TakeResult } from '../checkpoint/checkpoint.js';
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
-import { CGROUP_PARENT, processesOf } from '../sandbox/cgroup.js';
+import { CGROUP_PARENT, processesOf, type HostProcess } from '../sandbox/cgroup.js';
 import { CONTROL_DIR } from '../sandbox/init-script.js';
 import type { Inspector, TurnEffects } from '../inspector/inspector.js';
 import { decideGranularity, type Granularity } from '../inspector/granularity.js';
@@ -114,7 +114,7 @@ export class TurnController {
     await this.attach(sandboxId);
     const old = this.previous.get(sandboxId);
     this.previous.delete(sandboxId);
-    const carried = old && restored && old.imageOf.includes(restored.id) ? await carryOver(old, this.processesNow(sandboxId)) : null;
+    const carried = old && restored && old.imageOf.includes(restored.id) ? await carryOver(old, processesOf(sandboxId)) : null;
     if (!carried) {
       this.forceFull.add(sandboxId); // no baseline for the restored processes: be conservative once
       return;
@@ -125,10 +125,6 @@ export class TurnController {
     // A checkpoint that failed before the crash (a kill mid-dump) left forceFull: the restored
     // state is the checkpoint's, fully described by the carried baseline and the rescan.
     this.forceFull.delete(sandboxId);
-  }
-
-  private processesNow(sandboxId: string): Record<number, number> {
-    return Object.fromEntries(processesOf(sandboxId).map((p) => [p.nsPid, p.hostPid]));
   }
 
   /** The checkpoint job of one boundary (run it through the host scheduler). */
@@ -153,9 +149,14 @@ export class TurnController {
         // A write into /proc (a process's mem, its fds) reaches another process like ptrace does.
         const procWrites = effects ? effects.fs.changedPaths.filter((p) => p === '/proc' || p.startsWith('/proc/')).length : 0;
         interactions = (this.interactions.get(sandboxId) ?? 0) + (effects?.interactions ?? Number.POSITIVE_INFINITY) + procWrites;
-        const { ignorePids, shells, agents } = await this.crabProcesses(sandboxId);
+        // The sandbox is frozen: its process list is read once for the whole decision.
+        const live = processesOf(sandboxId);
+        const init = live.find((p) => p.nsPid === 1);
+        let net: Promise<string | null> | undefined;
+        const netNow = () => (net ??= init ? netCountersDigest(init.hostPid) : Promise.resolve(null));
+        const { ignorePids, shells, agents } = await this.crabProcesses(sandboxId, live);
         const baseline = this.baselines.get(sandboxId);
-        const procs = await span('tc.snapProcs', () => snapshotProcesses(this.hostPids(sandboxId), { ignorePids }));
+        const procs = await span('tc.snapProcs', () => snapshotProcesses(live.map((p) => p.hostPid), { ignorePids }));
         let probe = baseline ? diffSnapshots(baseline.procs, procs) : null;
         if (probe && probe.changed && !probe.started.length && !probe.exited.length && !probe.execed.length) {
           // Only ran: pollers wake up without changing anything. Compare memory digests.
@@ -165,16 +166,16 @@ export class TurnController {
         }
         let timeOnly: TimeOnlyVerdict | null = null;
         if (probe?.changed && baseline && effects && effects.unknown === null) {
-          timeOnly = await span('tc.timeOnly', () => this.judgeTimeOnly(sandboxId, baseline, procs, probe!, interactions));
+          timeOnly = await span('tc.timeOnly', () => timeOnlySince(baseline, procs, probe!, interactions, netNow));
           if (timeOnly.timeOnly) probe = { ...probe, changed: false };
         }
-        const d = decideGranularity({ first: first || !baseline || this.forceFull.has(sandboxId), effects, probe, agentInside: agents.length > 0 });
-        const rescan = this.rescanFs.has(sandboxId);
-        if (rescan && d.granularity === 'skip') {
-          d.granularity = 'fs';
-          d.reasons = ['after-restore'];
-        }
-        if (rescan) d.pathsComplete = false;
+        const d = decideGranularity({
+          first: first || !baseline || this.forceFull.has(sandboxId),
+          effects,
+          probe,
+          agentInside: agents.length > 0,
+          afterRestore: this.rescanFs.has(sandboxId),
+        });
         decision = d.granularity;
         reasons = timeOnly?.timeOnly ? [...d.reasons, `time-only ${timeOnly.pids.join(',')}`] : d.reasons;
         const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
@@ -186,7 +187,7 @@ export class TurnController {
         if (decision === 'process' || decision === 'full') {
           // The new baseline: this frozen moment, with digests so later idle turns can be told apart.
           const digested = await span('tc.digestAll', () => snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES }));
-          pending = { procs: digested, shells, net: await this.netCounters(sandboxId), nsPids: this.nsPidsOf(sandboxId), imageOf: [] };
+          pending = { procs: digested, shells, net: await netNow(), nsPids: Object.fromEntries(live.map((p) => [p.hostPid, p.nsPid])), imageOf: [] };
         }
         const hintPaths = effects && d.pathsComplete && decision !== 'full' ? [...effects.fs.changedPaths, CONTROL_DIR] : undefined;
         // Which processes made the probe say "changed" (command lines: pids alone say little later).
@@ -222,40 +223,12 @@ export class TurnController {
   }
 
   /**
-   * Whether every process that changed since the last process checkpoint only followed the clock
-   * (see inspector/time-only.ts). Reads each changed survivor's channels and the namespace's
-   * packet counters; the sandbox is frozen.
-   */
-  private async judgeTimeOnly(sandboxId: string, baseline: Baseline, procs: ProcSnapshot, probe: ProcessDiff, interactions: number): Promise<TimeOnlyVerdict> {
-    const setChanged = probe.started.length > 0 || probe.exited.length > 0 || probe.execed.length > 0;
-    const channels: Record<number, ProcChannels | null> = {};
-    if (!setChanged) for (const pid of changedSurvivors(baseline.procs, procs)) channels[pid] = await procChannels(pid);
-    const net = setChanged ? null : await this.netCounters(sandboxId);
-    return judgeTimeOnly({ prev: baseline.procs, next: procs, setChanged, channels, netUnchanged: net !== null && net === baseline.net, interactions });
-  }
-
-  /** Packet counters of the sandbox's network namespace, read through its init. */
-  private async netCounters(sandboxId: string): Promise<string | null> {
-    const init = processesOf(sandboxId).find((p) => p.nsPid === 1);
-    return init ? netCountersDigest(init.hostPid) : null;
-  }
-
-  private nsPidsOf(sandboxId: string): Record<number, number> {
-    return Object.fromEntries(processesOf(sandboxId).map((p) => [p.hostPid, p.nsPid]));
-  }
-
-  private hostPids(sandboxId: string): number[] {
-    return processesOf(sandboxId).map((p) => p.hostPid);
-  }
-
-  /**
    * Processes the signal leaves out, with the shells' states: Crab's own (init, and the session
    * shells, judged semantically instead) and an in-sandbox agent (the process whose request to
    * the proxy is in flight: its memory changes every turn by design).
    */
-  private async crabProcesses(sandboxId: string): Promise<{ ignorePids: number[]; shells: Record<string, string | null>; agents: number[] }> {
+  private async crabProcesses(sandboxId: string, procs: readonly HostProcess[]): Promise<{ ignorePids: number[]; shells: Record<string, string | null>; agents: number[] }> {
     const ch = this.deps.sandboxes.channel(sandboxId);
-    const procs = processesOf(sandboxId);
     // Only a sandbox with a link can reach the proxy's link address: no other pays for the probe.
     const linked = !!this.deps.sandboxes.record(sandboxId).link;
     const agents = this.agentEndpoint && linked ? await processesConnectedTo(procs.map((p) => p.hostPid), this.agentEndpoint) : [];
@@ -290,12 +263,26 @@ export function withoutProxyTraffic(e: TurnEffects, proxy: Endpoint | null): Tur
 }
 
 /**
+ * Whether every process that changed since the last process checkpoint only followed the clock
+ * (see inspector/time-only.ts). Reads each changed survivor's channels and the namespace's packet
+ * counters (`netNow`); the sandbox is frozen.
+ */
+async function timeOnlySince(baseline: Baseline, procs: ProcSnapshot, probe: ProcessDiff, interactions: number, netNow: () => Promise<string | null>): Promise<TimeOnlyVerdict> {
+  const setChanged = probe.started.length > 0 || probe.exited.length > 0 || probe.execed.length > 0;
+  const channels: Record<number, ProcChannels | null> = {};
+  if (!setChanged) for (const pid of changedSurvivors(baseline.procs, procs)) channels[pid] = await procChannels(pid);
+  const net = setChanged ? null : await netNow();
+  return judgeTimeOnly({ prev: baseline.procs, next: procs, setChanged, channels, netUnchanged: net !== null && net === baseline.net, interactions });
+}
+
+/**
  * The baseline of a checkpoint's processes, moved onto the same processes after a restore (found by
  * their pid inside the sandbox). Memory digests, threads and command lines carry over; CPU time is
  * set so that every process counts as having run (its memory is compared), and io counters and
  * packet counters are unknown (no time-only judgment). Null when a process cannot be found.
  */
-async function carryOver(old: Baseline, hostByNs: Record<number, number>): Promise<Baseline | null> {
+async function carryOver(old: Baseline, live: readonly HostProcess[]): Promise<Baseline | null> {
+  const hostByNs: Record<number, number> = Object.fromEntries(live.map((p) => [p.nsPid, p.hostPid]));
   const procs: ProcSnapshot = { takenAt: Date.now(), procs: {} };
   const nsPids: Record<number, number> = {};
   const now = await snapshotProcesses(Object.values(hostByNs));

@@ -8,6 +8,7 @@
  * | processes started / exited / changed (± files)    | process     |
  * | files only, with an in-sandbox agent              | process     |
  * | files only                                        | fs          |
+ * | nothing, first turn after a restore               | fs (rescan) |
  * | nothing                                           | skip        |
  */
 import type { TurnEffects } from './inspector.js';
@@ -29,6 +30,12 @@ export interface GranularityInput {
    * agent restored from before read-only turns only redoes reads.
    */
   agentInside?: boolean;
+  /**
+   * The sandbox was restored since its last checkpoint, and the inspector follows it only from
+   * after the restore: the restored processes' first writes may be missing from its path list. So
+   * the whole writable layer is compared, and a turn that would skip takes an fs checkpoint.
+   */
+  afterRestore?: boolean;
 }
 
 export interface GranularityDecision {
@@ -58,11 +65,12 @@ export function decideGranularity(input: GranularityInput): GranularityDecision 
   if (first) return { granularity: 'full', reasons: ['first-boundary'], pathsComplete: false };
   if (!e) return { granularity: 'full', reasons: ['no-report'], pathsComplete: false };
   if (e.unknown !== null) return { granularity: 'full', reasons: [`unknown: ${e.unknown}`], pathsComplete: false };
-  const pathsComplete = e.fs.unresolved === 0 && !e.fs.overflow;
+  const pathsComplete = !input.afterRestore && e.fs.unresolved === 0 && !e.fs.overflow;
   const proc = processesChanged(e, probe);
   const fs = fsChanged(e);
   if (proc.length > 0) return { granularity: 'process', reasons: fs ? [...proc, 'fs-changed'] : proc, pathsComplete };
   if (fs && input.agentInside) return { granularity: 'process', reasons: ['fs-changed', 'agent-inside'], pathsComplete };
   if (fs) return { granularity: 'fs', reasons: ['fs-changed'], pathsComplete };
+  if (input.afterRestore) return { granularity: 'fs', reasons: ['after-restore'], pathsComplete: false };
   return { granularity: 'skip', reasons: [], pathsComplete: true };
 }

@@ -39,6 +39,9 @@ describe('decideGranularity', () => {
     ['probe: nothing', { first: false, effects: effects({ paths: ['/a'] }), probe: noDiff }, 'fs'],
     ['in-sandbox agent, files: process (agent memory must match the files)', { first: false, effects: effects({ paths: ['/a'] }), agentInside: true }, 'process'],
     ['in-sandbox agent, nothing else: skip', { first: false, effects: effects(), agentInside: true }, 'skip'],
+    ['first turn after a restore, nothing seen: fs (the layer is rescanned)', { first: false, effects: effects(), afterRestore: true }, 'fs'],
+    ['first turn after a restore, files: fs', { first: false, effects: effects({ paths: ['/a'] }), afterRestore: true }, 'fs'],
+    ['first turn after a restore, processes: process', { first: false, effects: effects({ started: 1 }), afterRestore: true }, 'process'],
     ['unknown (dropped events)', { first: false, effects: effects({ paths: ['/a'], unknown: '3 events dropped' }) }, 'full'],
     ['unknown (helper down)', { first: false, effects: unknownEffects('s', 'inspector unavailable') }, 'full'],
   ];
@@ -49,6 +52,12 @@ describe('decideGranularity', () => {
   test('pathsComplete is false when a path could not be resolved', () => {
     assert.equal(decideGranularity({ first: false, effects: effects({ paths: ['/a'] }) }).pathsComplete, true);
     assert.equal(decideGranularity({ first: false, effects: effects({ paths: ['/a'], unresolved: 2 }) }).pathsComplete, false);
+  });
+
+  test('after a restore the path list is never complete (the restored processes ran unseen)', () => {
+    for (const e of [effects(), effects({ paths: ['/a'] }), effects({ started: 1 })]) {
+      assert.equal(decideGranularity({ first: false, effects: e, afterRestore: true }).pathsComplete, false);
+    }
   });
 
   test('reasons name what happened', () => {
