@@ -6,10 +6,9 @@
  */
 import test, { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { rootOnly, testPrefix } from '../../support/root.js';
 import { paths, removeByPrefix } from '../../support/sandboxes.js';
+import { sendChatCompletion, startFakeUpstream, type FakeUpstream } from '../../support/fake-upstream.js';
 import { rootLogger } from '../../../src/core/log.js';
 import { seededRandom } from '../../../src/core/rng.js';
 import { CrabHost } from '../../../src/daemon/host.js';
@@ -17,23 +16,6 @@ import { percentile } from '../../../src/bench/replay.js';
 
 const SANDBOXES = 32;
 const ACTIONS_PER_SANDBOX = 4;
-
-/** Upstream answering after the latency the request asks for (the synthetic agent draws it). */
-async function latencyUpstream(): Promise<{ url: string; close: () => Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => (body += c.toString()));
-    req.on('end', () => {
-      const ms = Number((JSON.parse(body) as { latency_ms?: number }).latency_ms ?? 0);
-      setTimeout(() => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ id: 'x', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'ok' } }] }));
-      }, ms);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise((r) => server.close(() => r())) };
-}
 
 /** Effects a turn can have, with the checkpoint kind the policy must choose at the next boundary. */
 const EFFECTS = {
@@ -46,9 +28,14 @@ const EFFECTS = {
 describe(`${SANDBOXES} co-located sandboxes through one proxy and engine`, rootOnly(), () => {
   const prefix = testPrefix('coloc');
   let host: CrabHost;
-  let upstream: { url: string; close: () => Promise<void> };
+  let upstream: FakeUpstream;
   before(async () => {
-    upstream = await latencyUpstream();
+    upstream = await startFakeUpstream();
+    // Answers after the latency the request asks for (the synthetic agent draws it).
+    upstream.override = (_req, res, body) => {
+      const ms = Number((JSON.parse(body.toString()) as { latency_ms?: number }).latency_ms ?? 0);
+      setTimeout(() => sendChatCompletion(res, 'ok'), ms);
+    };
     host = await CrabHost.start({ paths, log: rootLogger, policy: 'reactive', proxy: { upstreamUrl: upstream.url, link: false } });
   });
   after(async () => {

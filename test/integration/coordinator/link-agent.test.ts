@@ -7,11 +7,10 @@
 import test, { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootOnly, testPrefix } from '../../support/root.js';
 import { paths, removeByPrefix } from '../../support/sandboxes.js';
+import { sendChatCompletion, startFakeUpstream, type FakeUpstream } from '../../support/fake-upstream.js';
 import { rootLogger } from '../../../src/core/log.js';
 import { CrabHost } from '../../../src/daemon/host.js';
 import { LINK_GATEWAY, leases, linkNames } from '../../../src/sandbox/net-link.js';
@@ -19,23 +18,6 @@ import { LINK_GATEWAY, leases, linkNames } from '../../../src/sandbox/net-link.j
 const TURNS = 8;
 /** What the fake LLM tells the agent to do after request `i` (0-based). */
 const ACTIONS = ['write', 'read', 'read', 'write', 'read', 'read', 'write', 'read'];
-
-/** A fake OpenAI-compatible upstream: the answer to "turn i" is ACTIONS[i], after `latencyMs`. */
-async function fakeUpstream(latencyMs: number): Promise<{ url: string; close: () => Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => (body += c.toString()));
-    req.on('end', () => {
-      const i = Number(/turn (\d+)/.exec(body)?.[1] ?? 0);
-      setTimeout(() => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ id: 'x', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: ACTIONS[i] ?? 'read' } }] }));
-      }, latencyMs);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise((r) => server.close(() => r())) };
-}
 
 /** The agent: keeps its progress in memory only; retries a request whose connection broke. */
 const AGENT = `
@@ -68,9 +50,14 @@ const expectedOut = ACTIONS.map((a, i) => (a === 'write' ? `${i + 1}\n` : '')).j
 describe('an in-sandbox agent over the proxy link', rootOnly(), () => {
   const prefix = testPrefix('link');
   let host: CrabHost;
-  let upstream: { url: string; close: () => Promise<void> };
+  let upstream: FakeUpstream;
   before(async () => {
-    upstream = await fakeUpstream(1200);
+    upstream = await startFakeUpstream();
+    // The answer to "turn i" is ACTIONS[i], after 1.2 s.
+    upstream.override = (_req, res, body) => {
+      const i = Number(/turn (\d+)/.exec(body.toString())?.[1] ?? 0);
+      setTimeout(() => sendChatCompletion(res, ACTIONS[i] ?? 'read'), 1200);
+    };
     host = await CrabHost.start({ paths, log: rootLogger, proxy: { upstreamUrl: upstream.url } });
   });
   after(async () => {

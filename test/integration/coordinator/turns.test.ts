@@ -1,34 +1,19 @@
 import test, { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { rootOnly, testPrefix } from '../../support/root.js';
 import { paths, removeByPrefix } from '../../support/sandboxes.js';
+import { startFakeUpstream, type FakeUpstream } from '../../support/fake-upstream.js';
 import { rootLogger } from '../../../src/core/log.js';
 import { CrabHost } from '../../../src/daemon/host.js';
-
-/** A fake OpenAI-compatible upstream that answers after `latencyMs`. */
-async function fakeUpstream(latencyMs: number): Promise<{ url: string; close: () => Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () =>
-      setTimeout(() => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ id: 'x', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'ok' } }] }));
-      }, latencyMs),
-    );
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise((r) => server.close(() => r())) };
-}
 
 describe('turn boundaries through the LLM proxy (real sandboxes, inspector, CRIU)', rootOnly(), () => {
   const prefix = testPrefix('turns');
   let host: CrabHost;
-  let upstream: { url: string; close: () => Promise<void> };
+  let upstream: FakeUpstream;
   before(async () => {
-    upstream = await fakeUpstream(300);
+    upstream = await startFakeUpstream();
+    upstream.headDelayMs = 300;
     host = await CrabHost.start({ paths, log: rootLogger, proxy: { upstreamUrl: upstream.url } });
   });
   after(async () => {

@@ -5,7 +5,7 @@ import OpenAI from 'openai';
 import { createLlmProxy } from '../../../src/coordinator/proxy.js';
 import { schedulerTurnHooks } from '../../../src/coordinator/scheduler-hooks.js';
 import { createScheduler } from '../../../src/engine/scheduler.js';
-import { startFakeUpstream } from './fake-upstream.js';
+import { startFakeUpstream } from '../../support/fake-upstream.js';
 
 const quiet = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -6,7 +6,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { pino } from 'pino';
 import { createLlmProxy, type LlmProxyConfig, type LlmProxy } from '../../../src/coordinator/proxy.js';
 import type { TurnBoundary, TurnGate } from '../../../src/coordinator/turn-hooks.js';
-import { rawRequest, startFakeUpstream, type FakeUpstream } from './fake-upstream.js';
+import { rawRequest, startFakeUpstream, type FakeUpstream } from '../../support/fake-upstream.js';
 
 interface Harness {
   upstream: FakeUpstream;

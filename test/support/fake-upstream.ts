@@ -32,6 +32,12 @@ export interface FakeUpstream {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Answers with a minimal non-streaming chat completion whose message is `content` (for overrides). */
+export function sendChatCompletion(res: http.ServerResponse, content: string): void {
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ id: 'x', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content } }] }));
+}
+
 export async function startFakeUpstream(): Promise<FakeUpstream> {
   const fake: FakeUpstream = {
     url: '',
