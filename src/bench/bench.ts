@@ -48,7 +48,10 @@ export interface ModeSummary {
    */
   traffic_vs_conventional_full: number | null;
   gate_wait_p99_ms: number;
+  /** Agent turns that took no checkpoint (boundaries 1..N of the no-fault runs). */
   skip_fraction: number | null;
+  /** The same over every boundary, the setup's (boundary 0, a base checkpoint in every mode) included. */
+  skip_fraction_boundaries: number | null;
   ckpt_bytes: number;
 }
 
@@ -198,6 +201,8 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
     const logical = c.reduce((a, r) => a + r.ckpt_logical_bytes, 0);
     const boundaries = c.reduce((a, r) => a + r.ckpts.full + r.ckpts.process + r.ckpts.fs + r.ckpts.skip, 0);
     const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
+    const turns = c.reduce((a, r) => a + r.turns.judged, 0);
+    const skippedTurns = c.reduce((a, r) => a + r.turns.skipped, 0);
     out[mode] = {
       correctness: all.length ? all.filter((r) => r.correct).length / all.length : 0,
       runs: all.length,
@@ -207,7 +212,8 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
       traffic_vs_conventional_full: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullLogical : null,
       // Gate waits of the no-fault runs: at the recorded latencies (compressed fault sweeps wait more).
       gate_wait_p99_ms: percentile(c.flatMap((r) => r.gate_waits), 99),
-      skip_fraction: mode === 'crab' && boundaries ? skips / boundaries : null,
+      skip_fraction: mode === 'crab' && turns ? skippedTurns / turns : null,
+      skip_fraction_boundaries: mode === 'crab' && boundaries ? skips / boundaries : null,
       ckpt_bytes: bytes,
     };
   }

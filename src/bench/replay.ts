@@ -48,7 +48,15 @@ export interface RunResult {
   ckpt_bytes: number;
   /** What the checkpoints hold (files + process images) before dedup. */
   ckpt_logical_bytes: number;
+  /** Checkpoints by kind over all boundaries, the first (boundary 0: the setup, before turn 1) included. */
   ckpts: { full: number; process: number; fs: number; skip: number };
+  /**
+   * Agent turns (boundaries 1..N: boundary k judges what turn k did) and how many of them took no
+   * checkpoint. Boundary 0 holds the setup, not a turn: every mode takes its base checkpoint there.
+   */
+  turns: { judged: number; skipped: number };
+  /** Every checkpoint the run took: at which boundary, of which kind, its new bytes and why. */
+  checkpoints: Array<{ turn: number | null; kind: string; new_bytes: number; reasons: string[] }>;
   gate_wait_ms: { p50: number; p99: number };
   gate_waits: number[];
   restore_ms: number | null;
@@ -97,6 +105,8 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     ckpt_bytes: 0,
     ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 },
+    turns: { judged: 0, skipped: 0 },
+    checkpoints: [],
     gate_wait_ms: { p50: 0, p99: 0 },
     gate_waits: [],
     restore_ms: null,
@@ -289,11 +299,21 @@ async function collectFigures(host: CrabHost, id: string, result: RunResult): Pr
   const cks = await host.checkpointer.catalog.listCheckpoints(id).catch(() => []);
   // Boundaries that took no checkpoint (skipped by the inspector, or a mode that takes none).
   const taken = new Set(cks.map((c) => c.turn));
-  result.ckpts.skip = new Set(records.map((r) => r.turnIndex).filter((t) => !taken.has(t))).size;
+  const boundaries = new Set(records.map((r) => r.turnIndex));
+  const skipped = [...boundaries].filter((t) => !taken.has(t));
+  result.ckpts.skip = skipped.length;
+  result.turns = { judged: [...boundaries].filter((t) => t >= 1).length, skipped: skipped.filter((t) => t >= 1).length };
   for (const c of cks) {
     result.ckpts[c.kind]++;
     result.ckpt_bytes += c.newBytes;
     result.ckpt_logical_bytes += c.logicalBytes;
     if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + c.newBytes;
+    result.checkpoints.push({ turn: c.turn, kind: c.kind, new_bytes: c.newBytes, reasons: reasonsOf(c.effects) });
   }
+}
+
+/** The turn controller's reasons for a checkpoint's kind, from its effect report (none for manual checkpoints). */
+function reasonsOf(effects: unknown): string[] {
+  const reasons = (effects as { reasons?: unknown } | null)?.reasons;
+  return Array.isArray(reasons) ? reasons.filter((r): r is string => typeof r === 'string') : [];
 }

@@ -34,7 +34,7 @@ export function renderTable(rep: BenchReport): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   lines.push(row(head, widths), row(widths.map((w) => '-'.repeat(w)), widths), ...body.map((b) => row(b, widths)));
   lines.push('');
-  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'traffic vs full (both dedup)', 'before dedup', 'vs conventional full', 'gate p99 ms', 'skip fraction'];
+  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'traffic vs full (both dedup)', 'before dedup', 'vs conventional full', 'gate p99 ms', 'skip (turns)', 'skip (boundaries)'];
   const sb = Object.entries(rep.summary).map(([mode, s]) => [
     mode,
     pct(s.correctness),
@@ -45,6 +45,7 @@ export function renderTable(rep: BenchReport): string {
     pct(s.traffic_vs_conventional_full),
     String(Math.round(s.gate_wait_p99_ms)),
     pct(s.skip_fraction),
+    pct(s.skip_fraction_boundaries),
   ]);
   const sw = sh.map((h, i) => Math.max(h.length, ...sb.map((b) => b[i]!.length)));
   lines.push(row(sh, sw), row(sw.map((w) => '-'.repeat(w)), sw), ...sb.map((b) => row(b, sw)));
@@ -52,6 +53,8 @@ export function renderTable(rep: BenchReport): string {
     '',
     'traffic: new bytes written (crab and full share one deduplicating store); before dedup: what the checkpoints hold; ' +
       'vs conventional full: new bytes against full checkpoints written whole every turn',
+    'skip (turns): agent turns whose boundary took no checkpoint (boundary k judges turn k); skip (boundaries): the same with ' +
+      'boundary 0 counted, the setup, where every mode takes its base checkpoint',
     `overhead and traffic: no-fault runs at latency scale ${rep.options.overhead_scale}${rep.options.overhead_scale === 1 ? '' : ' (NOT valid as overhead figures: only scale 1 is)'}; ` +
       `fault sweep at latency scale ${rep.options.latency_scale}; concurrency ${rep.options.concurrency}; ` +
       `${rep.machine.cpus} CPUs, ${rep.machine.memGiB} GiB, kernel ${rep.machine.kernel}; ${(rep.duration_ms / 1000).toFixed(0)} s`,

@@ -393,11 +393,12 @@ program
   .addOption(new Option('--policy <policy>', 'checkpoint scheduling policy').choices(['fifo', 'reactive']).default('reactive'))
   .option('--json <file>', 'write the full report as JSON')
   .option('--html <file>', 'write an HTML page with charts')
+  .option('--no-store-gc', 'keep unreferenced chunks: by default the store is swept at the end (chunks older than an hour, e.g. of earlier benches)')
   .action(
     action(
       async (
         files: string[],
-        o: { modes: string[]; faults: string; latencyScale: number; overheadScale: number; concurrency: number; overheadTraces: number; policy: 'fifo' | 'reactive'; json?: string; html?: string },
+        o: { modes: string[]; faults: string; latencyScale: number; overheadScale: number; concurrency: number; overheadTraces: number; policy: 'fifo' | 'reactive'; json?: string; html?: string; storeGc: boolean },
       ) => {
         const { loadTraces } = await import('../bench/trace.js');
         const { parseFaultPlan, runBench } = await import('../bench/bench.js');
@@ -436,6 +437,13 @@ program
           process.stdout.write(renderTable(rep) + '\n');
           if (o.json) writeJson(rep, o.json);
           if (o.html) writeHtml(rep, o.html);
+          if (o.storeGc) {
+            // Runs delete their checkpoints, leaving chunks no one references; the store's grace
+            // period keeps the young ones (this bench's, and any other writer's in flight).
+            progress('store: sweeping unreferenced chunks older than an hour');
+            const gc = await host.service.storeGc();
+            process.stderr.write(`store: freed ${formatBytes(gc.freedBytes)} (${gc.deletedChunks} unreferenced chunks of earlier runs); this run's are freed by the next sweep after an hour\n`);
+          }
         } finally {
           await host.close();
           await upstream.close();
