@@ -116,11 +116,22 @@ test('overlay upper: capture → materialize → mount gives the same merged tre
     const hMerged = await treeHashOfDir(merged);
     assert.equal(await treeHashOfDir(merged2), hMerged, 'merged views match');
     assert.equal(await treeHashOfDir(upper2), treeHash(m), 'materialized upper matches the manifest');
+    // The python fallback (no native build) applies the same metadata as crab-xattr.
+    const upper3 = path.join(env.base, 'upper3');
+    process.env.CRAB_FSSNAP_HELPER = 'python';
+    try {
+      await materialize(m, env.store, upper3);
+    } finally {
+      delete process.env.CRAB_FSSNAP_HELPER;
+    }
+    assert.equal(await treeHashOfDir(upper3), treeHash(m), 'python-materialized upper matches the manifest');
+    const viaPython = (await capture(upper3, env.store)).manifest;
+    for (const p of ['new.txt', 'newdir', 'sym', 'fifo']) assert.equal(byPath(viaPython, p)?.mtimeNs, byPath(m, p)?.mtimeNs, `python: ${p}`);
     const again = await capture(upper2, env.store);
     assert.equal(treeHash(again.manifest), treeHash(m));
     assert.equal(again.contentNewBytes, 0, 'everything deduplicated');
     // times are restored to the ns
-    for (const p of ['new.txt', 'newdir', 'opaque', 'sym']) assert.equal(byPath(again.manifest, p)?.mtimeNs, byPath(m, p)?.mtimeNs, p);
+    for (const p of ['new.txt', 'newdir', 'opaque', 'sym', 'fifo']) assert.equal(byPath(again.manifest, p)?.mtimeNs, byPath(m, p)?.mtimeNs, p);
     // merged view semantics survived
     await assert.rejects(fs.access(path.join(merged2, 'del.txt')));
     assert.deepEqual((await fs.readdir(path.join(merged2, 'opaque'))).sort(), ['fresh']);
