@@ -54,8 +54,11 @@ export class LocalService implements CrabService {
   removeSandbox(id: string) {
     return this.sandboxes.remove(id);
   }
-  gc() {
-    return this.sandboxes.gc();
+  /** Sandbox leftovers first: a removed ephemeral fork frees its layer in the same pass. */
+  async gc() {
+    const rep = await this.sandboxes.gc();
+    const layers = await (await this.checkpointer()).gcLayers();
+    return { ...rep, removedLayers: layers.removed, problems: [...rep.problems, ...layers.problems] };
   }
 
   /** The C/R chain, opened on first use (store directory and SQLite catalog). */

@@ -25,6 +25,7 @@ import { mountOverlay, unmount } from '../sandbox/overlay.js';
 import { leaseLink, releaseLink } from '../sandbox/net-link.js';
 import { processStartTicks } from '../sandbox/sandbox-manager.js';
 import { freeze, freezerState, thaw } from './freezer.js';
+import { LAYER_GRACE_MS, layersToRemove, type LayerEntry } from './layer-gc.js';
 import type { BindIdentity, CheckpointKind, CheckpointRecord, RestoreResult, TakeOptions, TakeResult } from './checkpoint.js';
 
 export const headRef = (sandboxId: string) => `head/${sandboxId}`;
@@ -230,17 +231,73 @@ export class Checkpointer {
     return out;
   }
 
+  private get layersDir(): string {
+    return path.join(this.sandboxes.paths.home, 'layers');
+  }
+
+  /**
+   * Removes shared fork layers that no sandbox on disk and no checkpoint in the catalog names
+   * (`layer-gc.ts`), and staging dirs of crashed forks, once older than `graceMs`.
+   */
+  async gcLayers(graceMs = LAYER_GRACE_MS): Promise<{ removed: string[]; problems: string[] }> {
+    const out = { removed: [] as string[], problems: [] as string[] };
+    if (!fs.existsSync(this.layersDir)) return out;
+    const named = new Set<string>();
+    for (const id of fs.readdirSync(this.sandboxes.paths.sandboxes)) {
+      if (!fs.existsSync(this.sandboxes.dirs(id).record)) continue;
+      try {
+        for (const dir of this.sandboxes.record(id).lowerDirs) named.add(dir);
+      } catch (err) {
+        // Unknown lower dirs: any layer may be in use, so none is removed this time.
+        out.problems.push(`layers not collected: record of ${id} unreadable (${(err as Error).message})`);
+        return out;
+      }
+    }
+    for (const sb of await this.catalog.listSandboxes()) {
+      for (const ck of await this.catalog.listCheckpoints(sb.id)) {
+        for (const dir of (ck.meta as Partial<CheckpointMeta> | null)?.sandbox?.lowerDirs ?? []) named.add(dir);
+      }
+    }
+    const now = Date.now();
+    const entries: LayerEntry[] = [];
+    for (const name of fs.readdirSync(this.layersDir)) {
+      const p = path.join(this.layersDir, name);
+      entries.push({ name, path: p, ageMs: now - fs.statSync(p).mtimeMs });
+    }
+    for (const e of layersToRemove(entries, named, graceMs)) {
+      // Re-checked and renamed away in one tick: a fork in this process that touched it since is kept,
+      // one that comes later materializes the layer again.
+      try {
+        if (Date.now() - fs.statSync(e.path).mtimeMs < graceMs) continue;
+        const doomed = `${e.path}.gc-${newId('')}`;
+        fs.renameSync(e.path, doomed);
+        await fs.promises.rm(doomed, { recursive: true, force: true });
+        out.removed.push(e.name);
+      } catch (err) {
+        out.problems.push(`layer ${e.name}: ${(err as Error).message}`);
+      }
+    }
+    return out;
+  }
+
   /**
    * The checkpoint's files as a read-only overlay layer, materialized once and shared by every
    * fork of it (each fork adds an empty writable layer on top). Published by rename: a crash
    * leaves no half layer.
    */
   private async sharedLayer(manifestDigest: string, manifest: Manifest): Promise<string> {
-    const dir = path.join(this.sandboxes.paths.home, 'layers', manifestDigest);
-    if (fs.existsSync(dir)) return dir;
+    const dir = path.join(this.layersDir, manifestDigest);
+    if (fs.existsSync(dir)) {
+      // Touched in the same tick as the check: gcLayers' grace period now covers this fork.
+      const now = new Date();
+      fs.utimesSync(dir, now, now);
+      return dir;
+    }
     const staging = `${dir}.${process.pid}.${newId('')}`;
     try {
       await materialize(manifest, this.store, staging);
+      const now = new Date();
+      fs.utimesSync(staging, now, now); // materialize gave it the upper's old times: young for gcLayers
       fs.renameSync(staging, dir);
     } catch (err) {
       fs.rmSync(staging, { recursive: true, force: true });

@@ -185,7 +185,7 @@ sandbox
 
 program
   .command('gc')
-  .description('remove what crashed runs left behind (half-made or orphaned ephemeral sandboxes, mounts, cgroups, staging dirs)')
+  .description('remove what crashed runs left behind (half-made or orphaned ephemeral sandboxes, mounts, cgroups, staging dirs) and shared fork layers nothing uses')
   .option('--json', 'print JSON')
   .action(
     action(async (o: { json?: boolean }) => {

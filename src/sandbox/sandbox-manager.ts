@@ -55,6 +55,8 @@ export interface GcReport {
   removedStaging: string[];
   /** Link addresses whose sandbox is gone (namespace, veth and lease removed). */
   removedLinks: string[];
+  /** Shared fork layers nothing names any more (`crab gc` through the service; the manager alone leaves them). */
+  removedLayers: string[];
   problems: string[];
 }
 
@@ -310,7 +312,7 @@ export class SandboxManager {
    * owner died, runc containers and mounts with no sandbox, empty cgroups, staging directories.
    */
   async gc(): Promise<GcReport> {
-    const rep: GcReport = { removedSandboxes: [], removedContainers: [], unmounted: [], removedCgroups: [], removedStaging: [], removedLinks: [], problems: [] };
+    const rep: GcReport = { removedSandboxes: [], removedContainers: [], unmounted: [], removedCgroups: [], removedStaging: [], removedLinks: [], removedLayers: [], problems: [] };
     const dirsOnDisk = new Set(fs.readdirSync(this.paths.sandboxes));
     for (const id of dirsOnDisk) {
       const d = this.dirs(id);

@@ -1,9 +1,10 @@
 import test, { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootOnly, testPrefix } from '../../support/root.js';
-import { manager, removeByPrefix } from '../../support/sandboxes.js';
+import { manager, paths, removeByPrefix } from '../../support/sandboxes.js';
 import { checkpointer, PROCESS_LIST_CMD } from '../../support/cr.js';
 import { loadManifest, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
 import type { Checkpointer } from '../../../src/checkpoint/checkpointer.js';
@@ -102,6 +103,33 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     assert.ok(cgroups.every(Boolean), 'each fork has its own cgroup');
     assert.equal((await s('test -e /root/me || echo parent-untouched')).stdout, 'parent-untouched\n');
     await Promise.all(forks.map((f) => m.remove(f.sandboxId)));
+  });
+
+  test('gc keeps a shared fork layer while a fork or a checkpoint of a fork names it, then removes it; a later fork rebuilds it', async () => {
+    const id = `${prefix}-layer`;
+    await m.create({ name: id });
+    await m.exec(id, `echo ${id}-${Date.now()} > /root/unique`, { session: 'main' }); // a layer of its own
+    const ck = (await cr.take(id, { kind: 'full' })).checkpoint;
+    const layer = path.join(paths.home, 'layers', ck.fsManifest!);
+    const forks = await cr.fork(ck.id, 2, { prefix: `${prefix}-lf` });
+    assert.ok(fs.existsSync(layer), 'forks share a materialized layer');
+    assert.ok(!(await cr.gcLayers(0)).removed.includes(ck.fsManifest!), 'kept: forks use it');
+
+    const forkCk = (await cr.take(forks[0]!.sandboxId, { kind: 'fs' })).checkpoint;
+    await Promise.all(forks.map((f) => m.remove(f.sandboxId)));
+    assert.ok(!(await cr.gcLayers(0)).removed.includes(ck.fsManifest!), "kept: a fork's checkpoint restores onto it");
+    assert.ok(fs.existsSync(layer));
+    // The grace period covers a layer nothing names yet (a fork in progress).
+    await cr.catalog.deleteSandbox(forks[0]!.sandboxId, { cascade: true });
+    assert.ok(!(await cr.gcLayers()).removed.includes(ck.fsManifest!), 'kept: younger than the grace period');
+    assert.ok((await cr.gcLayers(0)).removed.includes(ck.fsManifest!), 'removed once nothing names it');
+    assert.ok(!fs.existsSync(layer));
+    assert.equal(forkCk.sandboxId, forks[0]!.sandboxId);
+
+    const [again] = await cr.fork(ck.id, 1, { prefix: `${prefix}-lf2` });
+    assert.ok(fs.existsSync(layer), 'a new fork materializes the layer again');
+    assert.equal((await m.exec(again!.sandboxId, 'cat /root/unique', { session: 'main' })).stdout.trim().startsWith(`${id}-`), true);
+    await m.remove(again!.sandboxId);
   });
 
   test('a flipped byte in a stored chunk is detected and restore refuses, leaving the sandbox intact', async () => {
