@@ -9,15 +9,18 @@ const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 export function renderTable(rep: BenchReport): string {
   const lines: string[] = [];
   const row = (cells: string[], widths: number[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  const head = ['trace', 'mode', 'correct', 'wall (s, no fault)', 'overhead', 'ckpts f/p/fs/skip', 'traffic', 'gate p99 ms', 'restore ms'];
+  const head = ['trace', 'mode', 'correct', 'wall (s, no fault)', 'overhead', 'ckpts f/p/fs/skip', 'traffic', 'vs full', 'gate p50/p99 ms', 'restore ms', 're-run turns', 'tokens wasted'];
   const body: string[][] = [];
   const traces = [...new Set(rep.runs.map((r) => r.trace))];
   for (const t of traces) {
+    const fullClean = rep.runs.find((r) => r.trace === t && r.mode === 'full' && r.fault === 'none');
     for (const mode of rep.options.modes) {
       const rs = rep.runs.filter((r) => r.trace === t && r.mode === mode);
       const clean = rs.find((r) => r.fault === 'none');
       const none = rep.runs.find((r) => r.trace === t && r.mode === 'none');
       const restores = rs.map((r) => r.restore_ms).filter((x): x is number => x !== null);
+      const faulted = rs.filter((r) => r.fault !== 'none' && r.fault !== 'none-repeat');
+      const checkpoints = mode === 'full' || mode === 'crab';
       body.push([
         t,
         mode,
@@ -26,8 +29,11 @@ export function renderTable(rep: BenchReport): string {
         clean && none && mode !== 'none' ? pct(clean.wall_ms / none.wall_ms - 1) : '-',
         clean ? `${clean.ckpts.full}/${clean.ckpts.process}/${clean.ckpts.fs}/${clean.ckpts.skip}` : '-',
         clean ? mib(clean.ckpt_bytes) : '-',
-        clean ? String(Math.round(clean.gate_wait_ms.p99)) : '-',
+        clean && checkpoints && fullClean?.ckpt_bytes ? pct(clean.ckpt_bytes / fullClean.ckpt_bytes) : '-',
+        clean ? `${Math.round(clean.gate_wait_ms.p50)}/${Math.round(clean.gate_wait_ms.p99)}` : '-',
         restores.length ? String(Math.round(restores.reduce((a, b) => a + b, 0) / restores.length)) : '-',
+        faulted.length ? String(faulted.reduce((a, r) => a + r.turns_rerun, 0)) : '-',
+        faulted.length ? String(faulted.reduce((a, r) => a + r.tokens_wasted, 0)) : '-',
       ]);
     }
   }
@@ -51,6 +57,7 @@ export function renderTable(rep: BenchReport): string {
   lines.push(row(sh, sw), row(sw.map((w) => '-'.repeat(w)), sw), ...sb.map((b) => row(b, sw)));
   lines.push(
     '',
+    'per trace: the no-fault run (wall, ckpts, traffic, gate waits); restore ms, re-run turns and tokens wasted over its fault runs',
     'traffic: new bytes written (crab and full share one deduplicating store); before dedup: what the checkpoints hold; ' +
       'vs conventional full: new bytes against full checkpoints written whole every turn',
     'skip (turns): agent turns whose boundary took no checkpoint (boundary k judges turn k); skip (boundaries): the same with ' +
