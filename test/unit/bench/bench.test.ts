@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { noiseBetween, stateDifference, upperEntries, type FinalState } from '../../../src/bench/final-state.js';
 import { percentile, resumeTurn, type RunResult } from '../../../src/bench/replay.js';
+import { renderTable } from '../../../src/bench/report.js';
 
 test('fault plans parse, and bad ones are refused', () => {
   const table: Array<[string, unknown]> = [
@@ -116,6 +117,30 @@ test('judge and summarize: correctness, overhead vs none, traffic vs full, skip 
   assert.equal(sum.crab!.skip_fraction, 1);
   assert.equal(sum.crab!.skip_fraction_boundaries, 0.75);
   assert.equal(sum.full!.gate_wait_p99_ms, 30);
+});
+
+test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run turns and tokens wasted of the fault runs', () => {
+  const s = state({ a: 'f 1' });
+  const runs = [
+    run({ final: s }),
+    run({ mode: 'full', ckpt_bytes: 1000, gate_wait_ms: { p50: 3, p99: 40 }, final: s }),
+    run({ mode: 'crab', ckpt_bytes: 80, final: s }),
+    run({ mode: 'crab', fault: 'after-actions:2', restore_ms: 300, turns_rerun: 1, tokens_wasted: 0, final: s }),
+    run({ mode: 'crab', fault: 'mid-wait:3', restore_ms: 500, turns_rerun: 2, tokens_wasted: 1234, final: s }),
+  ];
+  const modes = ['none', 'full', 'crab'] as const;
+  const table = renderTable({
+    machine: { cpus: 2, memGiB: 24, kernel: 'k', node: 'v20' },
+    options: { modes: [...modes], faults: 'every-turn', latency_scale: 0.05, overhead_scale: 1, concurrency: 4 },
+    runs,
+    summary: summarize(runs, [...modes]),
+    started_at: '',
+    duration_ms: 1000,
+  });
+  const cells = (mode: string) => table.split('\n').find((l) => l.startsWith(`t `) && l.split(/\s{2,}/)[1] === mode)!.split(/\s{2,}/);
+  assert.deepEqual(cells('full').slice(7, 9), ['100.0%', '3/40']);
+  assert.deepEqual(cells('crab').slice(7), ['8.0%', '0/0', '400', '3', '1234']);
+  assert.deepEqual(cells('none').slice(7), ['-', '0/0', '-', '-', '-']);
 });
 
 test('upperEntries: a pid file compares by the process it names, other small numbers by content', () => {
