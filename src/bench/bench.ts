@@ -40,6 +40,8 @@ export interface ModeSummary {
   overhead_vs_none: number | null;
   /** New bytes written to the store against full mode's, both through the same deduplicating store. */
   traffic_vs_full: number | null;
+  /** The same over the agent's turns (boundaries 1..N): the setup's base checkpoint, alike in every mode, left out. */
+  traffic_vs_full_turns: number | null;
   /** What the mode's checkpoints hold before dedup against what full's hold (C/R volume, like for like). */
   traffic_vs_full_logical: number | null;
   /**
@@ -192,6 +194,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
   const noneWall = new Map(clean('none').map((r) => [r.trace, r.wall_ms]));
   const fullBytes = clean('full').reduce((a, r) => a + r.ckpt_bytes, 0);
   const fullLogical = clean('full').reduce((a, r) => a + r.ckpt_logical_bytes, 0);
+  const fullTurnBytes = clean('full').reduce((a, r) => a + r.ckpt_bytes_turns, 0);
   const out: Record<string, ModeSummary> = {};
   for (const mode of modes) {
     const all = runs.filter((r) => r.mode === mode);
@@ -199,6 +202,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
     const overheads = c.filter((r) => noneWall.has(r.trace)).map((r) => r.wall_ms / noneWall.get(r.trace)! - 1);
     const bytes = c.reduce((a, r) => a + r.ckpt_bytes, 0);
     const logical = c.reduce((a, r) => a + r.ckpt_logical_bytes, 0);
+    const turnBytes = c.reduce((a, r) => a + r.ckpt_bytes_turns, 0);
     const boundaries = c.reduce((a, r) => a + r.ckpts.full + r.ckpts.process + r.ckpts.fs + r.ckpts.skip, 0);
     const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
     const turns = c.reduce((a, r) => a + r.turns.judged, 0);
@@ -208,6 +212,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
       runs: all.length,
       overhead_vs_none: mode === 'none' ? 0 : overheads.length ? overheads.reduce((a, b) => a + b, 0) / overheads.length : null,
       traffic_vs_full: fullBytes > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullBytes : null,
+      traffic_vs_full_turns: fullTurnBytes > 0 && (mode === 'crab' || mode === 'full') ? turnBytes / fullTurnBytes : null,
       traffic_vs_full_logical: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? logical / fullLogical : null,
       traffic_vs_conventional_full: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullLogical : null,
       // Gate waits of the no-fault runs: at the recorded latencies (compressed fault sweeps wait more).

@@ -46,6 +46,8 @@ export interface RunResult {
   reason: string | null;
   wall_ms: number;
   ckpt_bytes: number;
+  /** New bytes of the checkpoints at boundaries 1..N: what the agent's turns cost, the setup's base checkpoint left out. */
+  ckpt_bytes_turns: number;
   /** What the checkpoints hold (files + process images) before dedup. */
   ckpt_logical_bytes: number;
   /** Checkpoints by kind over all boundaries, the first (boundary 0: the setup, before turn 1) included. */
@@ -103,6 +105,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     reason: null,
     wall_ms: 0,
     ckpt_bytes: 0,
+    ckpt_bytes_turns: 0,
     ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 },
     turns: { judged: 0, skipped: 0 },
@@ -306,6 +309,7 @@ async function collectFigures(host: CrabHost, id: string, result: RunResult): Pr
   for (const c of cks) {
     result.ckpts[c.kind]++;
     result.ckpt_bytes += c.newBytes;
+    if (c.turn !== null && c.turn >= 1) result.ckpt_bytes_turns += c.newBytes;
     result.ckpt_logical_bytes += c.logicalBytes;
     if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + c.newBytes;
     result.checkpoints.push({ turn: c.turn, kind: c.kind, new_bytes: c.newBytes, reasons: reasonsOf(c.effects) });

@@ -89,7 +89,7 @@ test('state comparison ignores what two clean runs disagree on, nothing else', (
 
 function run(p: Partial<RunResult>): RunResult {
   return {
-    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_logical_bytes: 0,
+    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_bytes_turns: 0, ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 }, turns: { judged: 0, skipped: 0 }, checkpoints: [], gate_wait_ms: { p50: 0, p99: 0 }, gate_waits: [], restore_ms: null,
     turns_rerun: 0, tokens_wasted: 0, bytes_per_turn: [], ...p,
   };
@@ -100,9 +100,9 @@ test('judge and summarize: correctness, overhead vs none, traffic vs full, skip 
   const runs = [
     run({ final: s }),
     run({ fault: 'none-repeat', final: s }),
-    run({ mode: 'full', wall_ms: 1100, ckpt_bytes: 1000, ckpts: { full: 4, process: 0, fs: 0, skip: 0 }, final: s, gate_waits: [0, 10, 20, 30] }),
+    run({ mode: 'full', wall_ms: 1100, ckpt_bytes: 1000, ckpt_bytes_turns: 600, ckpts: { full: 4, process: 0, fs: 0, skip: 0 }, final: s, gate_waits: [0, 10, 20, 30] }),
     // Boundary 0 (the setup) takes the base checkpoint; turns 1..3 take none.
-    run({ mode: 'crab', wall_ms: 1010, ckpt_bytes: 80, ckpts: { full: 1, process: 0, fs: 0, skip: 3 }, turns: { judged: 3, skipped: 3 }, final: s }),
+    run({ mode: 'crab', wall_ms: 1010, ckpt_bytes: 80, ckpt_bytes_turns: 30, ckpts: { full: 1, process: 0, fs: 0, skip: 3 }, turns: { judged: 3, skipped: 3 }, final: s }),
     run({ mode: 'crab', fault: 'after-actions:2', final: s }),
     run({ mode: 'chat-only', fault: 'after-actions:2', final: state({ a: 'f 2' }) }),
   ];
@@ -114,6 +114,7 @@ test('judge and summarize: correctness, overhead vs none, traffic vs full, skip 
   assert.ok(Math.abs(sum.crab!.overhead_vs_none! - 0.01) < 1e-9);
   assert.ok(Math.abs(sum.full!.overhead_vs_none! - 0.1) < 1e-9);
   assert.equal(sum.crab!.traffic_vs_full, 0.08);
+  assert.equal(sum.crab!.traffic_vs_full_turns, 0.05);
   assert.equal(sum.crab!.skip_fraction, 1);
   assert.equal(sum.crab!.skip_fraction_boundaries, 0.75);
   assert.equal(sum.full!.gate_wait_p99_ms, 30);
