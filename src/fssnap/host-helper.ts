@@ -68,7 +68,7 @@ export async function readXattrs(paths: readonly string[]): Promise<Map<string, 
 
 /** readXattrs through native/bin/crab-xattr (same result as the python helper's 'get'). */
 async function readXattrsNative(paths: readonly string[]): Promise<Map<string, Record<string, string>>> {
-  const out = await runNative([], paths.map((p) => `${p}\0`).join(''), 'xattr helper');
+  const out = await runBatch(XATTR_HELPER, [], paths.map((p) => `${p}\0`).join(''), 'xattr helper', "Build it with 'make -C native'.");
   const fields = out.toString().split('\0');
   fields.pop(); // after the last terminator
   if (fields.length % 3 !== 0) throw new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'xattr helper printed a truncated record');
@@ -105,53 +105,36 @@ async function applyMetadataNative(req: ApplyRequest): Promise<void> {
     ...req.times.map((t) => ['t', t.path, t.mtimeNs.toString()]),
   ];
   if (records.length === 0) return;
-  await runNative(['apply'], records.map((r) => r.map((f) => `${f}\0`).join('')).join(''), 'metadata helper (apply)');
+  await runBatch(XATTR_HELPER, ['apply'], records.map((r) => r.map((f) => `${f}\0`).join('')).join(''), 'metadata helper (apply)', "Build it with 'make -C native'.");
 }
 
-/** Runs native/bin/crab-xattr with `input` on stdin; resolves its stdout. */
-function runNative(args: string[], input: string, what: string): Promise<Buffer> {
+async function runHelper(req: Record<string, unknown>): Promise<unknown> {
+  // times are pre-rendered JSON fragments (exact big integers); splice them in raw
+  const times = req.times as string[] | undefined;
+  const body = times ? JSON.stringify({ ...req, times: '__TIMES__' }).replace('"__TIMES__"', `[${times.join(',')}]`) : JSON.stringify(req);
+  const out = await runBatch('python3', ['-c', SCRIPT], body, `metadata helper (${String(req.op)})`, 'Install python3 (crab setup does).');
+  try {
+    return JSON.parse(out.toString() || '{}');
+  } catch (e) {
+    throw new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'metadata helper printed invalid JSON', undefined, {}, { cause: e });
+  }
+}
+
+/** Runs one helper process with `input` on stdin; resolves its stdout, or rejects with a typed error naming `what`. */
+function runBatch(command: string, args: string[], input: string, what: string, installHint: string): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const child = spawn(XATTR_HELPER, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => reject(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run ${XATTR_HELPER}: ${e.message}`, "Build it with 'make -C native'.", {}, { cause: e })));
+    child.on('error', (e) => reject(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run ${command}: ${e.message}`, installHint, {}, { cause: e })));
     child.stdin.on('error', () => undefined); // the exit code reports a helper that died early
     child.stdin.end(input);
     child.on('close', (code) => {
       if (code === 0) return resolve(Buffer.concat(out));
       const msg = Buffer.concat(err).toString().trim().split('\n').slice(-3).join(' | ');
       reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} failed: ${msg}`, 'Needs root (trusted.* xattrs, mknod) and a filesystem with xattr support.', { code }));
-    });
-  });
-}
-
-function runHelper(req: Record<string, unknown>): Promise<unknown> {
-  // times are pre-rendered JSON fragments (exact big integers); splice them in raw
-  const times = req.times as string[] | undefined;
-  const body = times ? JSON.stringify({ ...req, times: '__TIMES__' }).replace('"__TIMES__"', `[${times.join(',')}]`) : JSON.stringify(req);
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', ['-c', SCRIPT], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) =>
-      reject(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run python3: ${e.message}`, 'Install python3 (crab setup does).', {}, { cause: e })),
-    );
-    child.stdin.on('error', () => undefined); // the exit code reports a helper that died early
-    child.stdin.end(body);
-    child.on('close', (code) => {
-      if (code !== 0) {
-        const msg = Buffer.concat(err).toString().trim().split('\n').slice(-3).join(' | ');
-        return reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `metadata helper (${String(req.op)}) failed: ${msg}`, 'Needs root (trusted.* xattrs, mknod) and a filesystem with xattr support.', { code }));
-      }
-      try {
-        resolve(JSON.parse(Buffer.concat(out).toString() || '{}'));
-      } catch (e) {
-        reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'metadata helper printed invalid JSON', undefined, {}, { cause: e }));
-      }
     });
   });
 }
