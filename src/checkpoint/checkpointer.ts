@@ -166,7 +166,8 @@ export class Checkpointer {
       let imageLogical = 0;
       let imageNew = 0;
       if (kind !== 'fs') {
-        const put = await span('ck.putDir', () => this.store.putDir(imageDir));
+        // the parent's image as the basis: its unchanged pages are named, not stored again
+        const put = await span('ck.putDir', () => this.store.putDir(imageDir, { basis: parent?.processImage ?? undefined }));
         processImage = { digest: put.recipeDigest };
         imageLogical = put.logicalBytes;
         imageNew = put.newBytes;

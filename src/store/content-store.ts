@@ -17,14 +17,17 @@ export type Chunking = 'whole' | 'pages';
 export const PAGE_BYTES = 4096;
 
 /**
- * Bytes of a regular file, as the ordered list of chunks that concatenate to it.
- * Plain JSON; stable across versions (a reader only needs `size` and `chunks`).
+ * Bytes of a regular file: the ordered list of chunks that concatenate to it, or (`'pages'`
+ * files only) runs of pages taken from chunks (`extents`, see `page-extents.ts`).
+ * Plain JSON; stable across versions.
  */
 export interface FileRecipe {
-  /** Length of the file in bytes (sum of the chunks' uncompressed lengths). */
+  /** Length of the file in bytes. */
   size: number;
-  /** Chunk digests in file order; empty for an empty file. */
+  /** Without `extents`: chunk digests in file order (empty for an empty file). With: every chunk the extents read, each once. */
   chunks: Digest[];
+  /** Flat `[chunkIndex, firstPage, pageCount]` triplets in file order; absent when the chunks concatenate to the file. */
+  extents?: number[];
 }
 
 /** One entry of a stored directory (relative path, '/'-separated, no '.' or '..'). */
@@ -134,8 +137,9 @@ export interface ContentStore {
 
   /**
    * Stores a regular file. `'whole'`: one chunk (files above 4 MiB are cut in 4 MiB pieces
-   * to bound memory). `'pages'`: page-aligned content-defined chunks (see `local-content-store.ts`),
-   * so consecutive CRIU dumps of a mostly idle process share most chunks.
+   * to bound memory). `'pages'`: only pages not already stored are written, in page-aligned
+   * content-defined chunks (see `local-content-store.ts`), so consecutive CRIU dumps of a
+   * process store about its dirty pages.
    * Precondition: the file does not change while it is read (sandbox frozen).
    */
   putFile(path: string, opts: { chunking: Chunking }): Promise<PutFileResult>;
@@ -157,8 +161,10 @@ export interface ContentStore {
   /**
    * Stores a directory of regular files (a CRIU image directory): `pages-*.img` with `'pages'`
    * chunking, everything else `'whole'`. Throws `STORE_UNSUPPORTED_ENTRY` on symlinks, devices…
+   * `basis`: the recipe digest of an earlier dump of the same processes (the parent checkpoint's
+   * image); its pages are reused where unchanged even when this process has not seen them yet.
    */
-  putDir(dir: string): Promise<PutDirResult>;
+  putDir(dir: string, opts?: { basis?: Digest }): Promise<PutDirResult>;
 
   /** Recreates a stored directory under `dest` (created if absent; existing files overwritten). */
   materializeDir(recipe: DirRecipe, dest: string): Promise<void>;

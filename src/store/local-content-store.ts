@@ -10,13 +10,14 @@
  * fsync'd, all before the storing call returns.
  *
  * Page chunking (`'pages'`): CRIU `pages-*.img` files are the process's private pages in pagemap
- * order. Fixed-offset chunks would lose alignment as soon as one page is added or removed in an
- * early VMA (every later page shifts by 4 KiB), so chunk boundaries are content-defined at page
- * granularity: after each 4 KiB page a cheap hash of the page decides whether a chunk ends there
- * (min 4 pages, max 64, mean ≈ 16 pages = 64 KiB). One changed page costs one (rarely two) new
- * chunks, and an inserted page costs one, not the rest of the file. 64 KiB keeps the per-chunk
- * cost (one file, one fsync, one digest in the recipe) 16× below 4 KiB chunks while one dirty
- * page stores at most ~64 KiB (compressed) again.
+ * order. A page whose content is already stored (the in-memory page index, `page-index.ts`) is
+ * named where it is: the recipe then lists page extents (`page-extents.ts`), and a dump of a
+ * process stores about its dirty pages since any earlier dump. The other pages fill new chunks
+ * whose boundaries are content-defined at page granularity: after each new 4 KiB page a cheap
+ * hash of the page decides whether a chunk ends there (min 4 pages, max 64, mean ≈ 16 pages =
+ * 64 KiB), so a cold index (a new process without a basis) still dedups unchanged runs, and an
+ * inserted page costs one chunk, not the rest of the file. 64 KiB keeps the per-chunk cost (one
+ * file, one fsync, one digest in the recipe) 16× below 4 KiB chunks.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -40,7 +41,13 @@ import type {
   SweepResult,
 } from './content-store.js';
 import { PAGE_BYTES, isDigest } from './content-store.js';
+import { CrabError } from '../core/errors.js';
+import { rootLogger } from '../core/log.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
+import { ExtentBuilder, planExtentReads, sliceExtent, type ChunkRef } from './page-extents.js';
+import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint } from './page-index.js';
+
+const log = rootLogger.child({ component: 'store' });
 
 /** `'whole'` chunking cuts files above this size into pieces of this size. */
 export const WHOLE_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
@@ -58,12 +65,16 @@ const WRITES_IN_FLIGHT = 8;
 const DEFAULT_GRACE_MS = 60 * 60 * 1000;
 /** Batches with more new chunks than this are made durable with one syncfs instead of one fdatasync each. */
 const SYNCFS_ABOVE_CHUNKS = 32;
+/** Basis recipes remembered as already indexed (a checkpoint's parent is almost always among them). */
+const WARM_BASES_KEPT = 4096;
 
 export interface LocalContentStoreOptions {
   /** zstd level, 1–3 recommended (default 3). */
   compressionLevel?: number;
   /** Shape of `'pages'` chunks (default `DEFAULT_PAGE_CHUNKING`). Changing it only costs dedup against older chunks. */
   pageChunking?: PageChunking;
+  /** Bound of the in-memory page index, in pages (default `DEFAULT_PAGE_INDEX_PAGES`); 0 turns page reuse off. */
+  pageIndexPages?: number;
 }
 
 /** Content store on a local filesystem. Create with `LocalContentStore.open(root)`. */
@@ -71,7 +82,13 @@ export class LocalContentStore implements ContentStore {
   readonly chunksDir: string;
   readonly tmpDir: string;
   private readonly level: number;
-  private readonly pageChunking: PageChunking;
+  /** @internal */
+  readonly pageChunking: PageChunking;
+  /** @internal Where already-stored pages are (see `page-index.ts`). */
+  readonly pageIndex: PageIndex;
+  private readonly warmBases = new Set<Digest>();
+  /** Chunks some batch is writing and has not renamed into place yet (count of batches). */
+  private readonly writing = new Map<Digest, number>();
   private tmpCounter = 0;
 
   private constructor(
@@ -82,6 +99,7 @@ export class LocalContentStore implements ContentStore {
     this.tmpDir = path.join(root, 'tmp');
     this.level = opts.compressionLevel ?? 3;
     this.pageChunking = opts.pageChunking ?? DEFAULT_PAGE_CHUNKING;
+    this.pageIndex = new PageIndex(opts.pageIndexPages ?? DEFAULT_PAGE_INDEX_PAGES);
   }
 
   /** Opens (creating if needed) a store at `root`. Idempotent. */
@@ -164,14 +182,7 @@ export class LocalContentStore implements ContentStore {
     const tmp = `${destPath}.crab-tmp-${randomBytes(4).toString('hex')}`;
     const fh = await fsp.open(tmp, 'wx', opts.mode ?? 0o644);
     try {
-      let written = 0;
-      for (let i = 0; i < recipe.chunks.length; i += WRITES_IN_FLIGHT) {
-        const bufs = await Promise.all(recipe.chunks.slice(i, i + WRITES_IN_FLIGHT).map((d) => this.get(d)));
-        for (const b of bufs) {
-          await writeAll(fh, b, written);
-          written += b.length;
-        }
-      }
+      const written = recipe.extents ? await this.writeExtents({ ...recipe, extents: recipe.extents }, fh) : await this.writeChunks(recipe, fh);
       if (written !== recipe.size) {
         throw badRecipe(`recipe says ${recipe.size} bytes but its chunks hold ${written}`, { destPath });
       }
@@ -185,7 +196,40 @@ export class LocalContentStore implements ContentStore {
     }
   }
 
-  async putDir(dir: string): Promise<PutDirResult> {
+  /** Writes the concatenation of the recipe's chunks; returns the bytes written. */
+  private async writeChunks(recipe: FileRecipe, fh: fsp.FileHandle): Promise<number> {
+    let written = 0;
+    for (let i = 0; i < recipe.chunks.length; i += WRITES_IN_FLIGHT) {
+      const bufs = await Promise.all(recipe.chunks.slice(i, i + WRITES_IN_FLIGHT).map((d) => this.get(d)));
+      for (const b of bufs) {
+        await writeAll(fh, b, written);
+        written += b.length;
+      }
+    }
+    return written;
+  }
+
+  /** Writes a page-extents recipe, reading each chunk once (a few in flight); returns the bytes written. */
+  private async writeExtents(recipe: FileRecipe & { extents: number[] }, fh: fsp.FileHandle): Promise<number> {
+    const plan = [...planExtentReads(recipe)];
+    let written = 0;
+    for (let i = 0; i < plan.length; i += WRITES_IN_FLIGHT) {
+      await Promise.all(
+        plan.slice(i, i + WRITES_IN_FLIGHT).map(async ([ci, reads]) => {
+          const chunk = await this.get(recipe.chunks[ci]);
+          for (const r of reads) {
+            const bytes = sliceExtent(chunk, r, recipe.size);
+            await writeAll(fh, bytes, r.offset);
+            written += bytes.length;
+          }
+        }),
+      );
+    }
+    return written;
+  }
+
+  async putDir(dir: string, opts: { basis?: Digest } = {}): Promise<PutDirResult> {
+    if (opts.basis) await this.warmPageIndex(opts.basis);
     const entries: DirRecipeEntry[] = [];
     const batch = this.batch();
     let logicalBytes = 0;
@@ -214,6 +258,7 @@ export class LocalContentStore implements ContentStore {
     const recipeDigest = sha256(json);
     batch.add(recipeDigest, json);
     const newBytes = await batch.finish();
+    this.rememberBasis(recipeDigest); // its pages are indexed: a later dump based on it needs no warm-up
     return { recipe, recipeDigest, logicalBytes, newBytes };
   }
 
@@ -332,19 +377,12 @@ export class LocalContentStore implements ContentStore {
   ): Promise<{ recipe: FileRecipe; logicalBytes: number; sha256: string }> {
     const whole = createHash('sha256');
     const chunks: Digest[] = [];
-    const emit = (buf: Buffer): void => {
-      const d = sha256(buf);
-      chunks.push(d);
-      batch.add(d, buf);
-    };
-    const { minPages, divisor, maxPages } = this.pageChunking;
+    const pages = chunking === 'pages' ? new PageWriter(this, batch) : null;
     const fh = await fsp.open(file, 'r');
     // +1 so a file read whole in one block sees EOF without a second allocation
     const blockHint = Math.max(PAGE_BYTES, Number((await fh.stat()).size) + 1);
     let size = 0;
     try {
-      let carry: Buffer[] = [];
-      let carryBytes = 0;
       for (;;) {
         await batch.backpressure();
         // small files get a small buffer: 8 MiB per file made a 10k-file capture allocation-bound
@@ -354,43 +392,90 @@ export class LocalContentStore implements ContentStore {
         const data = block.subarray(0, n);
         whole.update(data);
         size += n;
-        if (chunking === 'whole') {
+        if (pages) {
+          await pages.write(data);
+        } else {
           // READ_BLOCK_BYTES is a multiple of WHOLE_CHUNK_MAX_BYTES, so pieces stay aligned
-          for (let off = 0; off < n; off += WHOLE_CHUNK_MAX_BYTES) emit(data.subarray(off, Math.min(n, off + WHOLE_CHUNK_MAX_BYTES)));
-          continue;
-        }
-        let start = 0;
-        for (let off = 0; off < n; off += PAGE_BYTES) {
-          const end = Math.min(n, off + PAGE_BYTES);
-          const pages = (carryBytes + end - start + PAGE_BYTES - 1) / PAGE_BYTES | 0;
-          const page = data.subarray(off, end);
-          const cut =
-            page.length === PAGE_BYTES &&
-            (pages >= maxPages || (pages >= minPages && pageHash(page) % divisor === 0));
-          if (cut) {
-            const piece = data.subarray(start, end);
-            emit(carry.length ? Buffer.concat([...carry, piece]) : piece);
-            carry = [];
-            carryBytes = 0;
-            start = end;
+          for (let off = 0; off < n; off += WHOLE_CHUNK_MAX_BYTES) {
+            const piece = data.subarray(off, Math.min(n, off + WHOLE_CHUNK_MAX_BYTES));
+            const d = sha256(piece);
+            chunks.push(d);
+            batch.add(d, piece);
           }
-        }
-        if (start < n) {
-          carry.push(data.subarray(start, n));
-          carryBytes += n - start;
         }
         if (n < block.length) break;
       }
-      if (carryBytes > 0) emit(Buffer.concat(carry));
     } finally {
       await fh.close();
     }
-    return { recipe: { size, chunks }, logicalBytes: size, sha256: whole.digest('hex') };
+    const recipe = pages ? pages.finish(size) : { size, chunks };
+    return { recipe, logicalBytes: size, sha256: whole.digest('hex') };
+  }
+
+  /**
+   * Indexes the pages of `basis` (a stored directory recipe) that this process has not seen, so
+   * the next dump of the same processes reuses them (after a restart or a restore from elsewhere).
+   * A basis chunk that is missing or corrupt is only skipped: it costs bytes, not this checkpoint.
+   */
+  private async warmPageIndex(basis: Digest): Promise<void> {
+    if (this.warmBases.has(basis)) return;
+    const recipe = await this.getJson<DirRecipe>(basis);
+    const todo = new Set<Digest>();
+    for (const e of recipe.entries) if (e.type === 'file' && e.chunking === 'pages') for (const d of e.recipe.chunks) if (!this.pageIndex.has(d)) todo.add(d);
+    const list = [...todo];
+    for (let i = 0; i < list.length; i += WRITES_IN_FLIGHT) {
+      await Promise.all(
+        list.slice(i, i + WRITES_IN_FLIGHT).map(async (d) => {
+          try {
+            this.indexChunkPages(d, await this.get(d));
+          } catch (err) {
+            if (!(err instanceof CrabError) || !['STORE_CHUNK_MISSING', 'STORE_CHUNK_CORRUPT'].includes(err.code)) throw err;
+            log.warn({ err, chunk: d, basis }, 'basis chunk unreadable; its pages will be stored again');
+          }
+        }),
+      );
+    }
+    this.rememberBasis(basis);
+  }
+
+  /** @internal Records the fingerprints of a `'pages'` chunk's full pages. */
+  indexChunkPages(digest: Digest, buf: Buffer, fingerprints?: string[]): void {
+    const pages = Math.ceil(buf.length / PAGE_BYTES);
+    const fps = fingerprints ?? [];
+    if (!fingerprints) for (let off = 0; off + PAGE_BYTES <= buf.length; off += PAGE_BYTES) fps.push(pageFingerprint(buf.subarray(off, off + PAGE_BYTES)));
+    this.pageIndex.add(digest, fps, pages);
+  }
+
+  private rememberBasis(digest: Digest): void {
+    this.warmBases.add(digest);
+    for (const d of this.warmBases) {
+      if (this.warmBases.size <= WARM_BASES_KEPT) break;
+      this.warmBases.delete(d);
+    }
   }
 
   /** @internal used by ChunkBatch */
   nextTmpPath(digest: Digest): string {
     return path.join(this.tmpDir, `${digest}.${process.pid}.${++this.tmpCounter}`);
+  }
+
+  /** @internal A batch started writing this chunk. */
+  beginWriting(digest: Digest): void {
+    this.writing.set(digest, (this.writing.get(digest) ?? 0) + 1);
+  }
+
+  /** @internal A batch finished (or gave up) writing these chunks. */
+  doneWriting(digests: readonly Digest[]): void {
+    for (const d of digests) {
+      const n = (this.writing.get(d) ?? 1) - 1;
+      if (n > 0) this.writing.set(d, n);
+      else this.writing.delete(d);
+    }
+  }
+
+  /** @internal True while some batch is writing the chunk (absent on disk, but not gone). */
+  isBeingWritten(digest: Digest): boolean {
+    return this.writing.has(digest);
   }
 
   /** @internal */
@@ -405,6 +490,10 @@ export class LocalContentStore implements ContentStore {
  */
 class ChunkBatch {
   private readonly seen = new Set<Digest>();
+  /** Chunks of other calls this batch found present (and refreshed), so its recipes may name them. */
+  private readonly touched = new Set<Digest>();
+  /** Chunks this batch is writing (reported to the store until they are renamed into place). */
+  private readonly writing: Digest[] = [];
   private readonly inFlight = new Set<Promise<void>>();
   private readonly dirs = new Set<string>();
   private newBytes = 0;
@@ -432,7 +521,40 @@ class ChunkBatch {
     if (this.failure) throw this.failure;
   }
 
+  /**
+   * Makes sure these chunks may be named by this batch's recipes: each is refreshed (so a
+   * concurrent sweep keeps it) or, when gone, dropped from the page index.
+   */
+  async ensurePresent(digests: Iterable<Digest>): Promise<void> {
+    const now = new Date();
+    const todo = [...digests].filter((d) => !this.seen.has(d) && !this.touched.has(d));
+    await Promise.all(
+      todo.map(async (d) => {
+        try {
+          await fsp.utimes(this.store.chunkPath(d), now, now);
+          this.touched.add(d);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          if (!this.store.isBeingWritten(d)) this.store.pageIndex.forget(d); // swept, or its writer failed
+        }
+      }),
+    );
+  }
+
+  /** True when a recipe of this batch may name the chunk (written by it, or refreshed by `ensurePresent`). */
+  canName(digest: Digest): boolean {
+    return this.seen.has(digest) || this.touched.has(digest);
+  }
+
   async finish(): Promise<number> {
+    try {
+      return await this.finishWrites();
+    } finally {
+      this.store.doneWriting(this.writing);
+    }
+  }
+
+  private async finishWrites(): Promise<number> {
     while (this.inFlight.size) await Promise.all(this.inFlight);
     try {
       if (this.failure) throw this.failure;
@@ -465,6 +587,8 @@ class ChunkBatch {
     } catch {
       // absent (or swept a moment ago): write it
     }
+    this.writing.push(digest);
+    this.store.beginWriting(digest);
     const data = this.store.compress(buf);
     const tmp = this.store.nextTmpPath(digest);
     const fh = await fsp.open(tmp, 'wx', 0o444);
@@ -480,6 +604,80 @@ class ChunkBatch {
     this.deferred.push({ tmp, final });
     this.newBytes += data.length;
   }
+}
+
+/**
+ * Writes one `'pages'` file into a batch: each full page already stored (page index) is named
+ * where it is, and only the other pages are stored, in new chunks cut content-defined at page
+ * granularity (after each page a cheap hash decides, as `DEFAULT_PAGE_CHUNKING` says). With an
+ * empty index this gives exactly the chunks of plain content-defined chunking, and a plain recipe.
+ */
+class PageWriter {
+  private readonly extents = new ExtentBuilder();
+  private readonly refs = new Map<Digest, ChunkRef>();
+  private pending = newPendingChunk();
+
+  constructor(
+    private readonly store: LocalContentStore,
+    private readonly batch: ChunkBatch,
+  ) {}
+
+  /** The file's next bytes: whole pages, except at the end of the file. */
+  async write(data: Buffer): Promise<void> {
+    const index = this.store.pageIndex;
+    const fingerprints: Array<string | null> = [];
+    const named = new Set<Digest>();
+    for (let off = 0; off < data.length; off += PAGE_BYTES) {
+      const fp = off + PAGE_BYTES <= data.length ? pageFingerprint(data.subarray(off, off + PAGE_BYTES)) : null;
+      fingerprints.push(fp);
+      const loc = fp === null ? undefined : index.lookup(fp);
+      if (loc) named.add(loc.chunk);
+    }
+    await this.batch.ensurePresent(named);
+    fingerprints.forEach((fp, i) => {
+      const loc = fp === null ? undefined : index.lookup(fp);
+      if (loc && this.batch.canName(loc.chunk)) this.extents.push(this.refOf(loc.chunk), loc.page);
+      else this.addNew(data.subarray(i * PAGE_BYTES, Math.min(data.length, (i + 1) * PAGE_BYTES)), fp);
+    });
+  }
+
+  /** The file's recipe, once all its bytes were written. */
+  finish(size: number): FileRecipe {
+    this.cut();
+    return this.extents.recipe(size);
+  }
+
+  private refOf(digest: Digest): ChunkRef {
+    let ref = this.refs.get(digest);
+    if (!ref) this.refs.set(digest, (ref = { digest, pages: this.store.pageIndex.pagesOf(digest) ?? null }));
+    return ref;
+  }
+
+  private addNew(page: Buffer, fingerprint: string | null): void {
+    const p = this.pending;
+    p.pages.push(page);
+    if (fingerprint !== null) p.fingerprints.push(fingerprint);
+    this.extents.push(p.ref, p.pages.length - 1);
+    const n = p.pages.length;
+    const { minPages, divisor, maxPages } = this.store.pageChunking;
+    if (page.length === PAGE_BYTES && (n >= maxPages || (n >= minPages && pageHash(page) % divisor === 0))) this.cut();
+  }
+
+  private cut(): void {
+    const p = this.pending;
+    if (!p.pages.length) return;
+    const buf = p.pages.length === 1 ? p.pages[0] : Buffer.concat(p.pages);
+    const digest = sha256(buf);
+    p.ref.digest = digest;
+    p.ref.pages = p.pages.length;
+    this.store.indexChunkPages(digest, buf, p.fingerprints);
+    this.batch.add(digest, buf);
+    this.pending = newPendingChunk();
+  }
+}
+
+function newPendingChunk(): { ref: ChunkRef; pages: Buffer[]; fingerprints: string[] } {
+  return { ref: { digest: null, pages: null }, pages: [], fingerprints: [] };
 }
 
 /** Decompresses and hash-checks a raw chunk file. */
@@ -516,6 +714,7 @@ function checkRecipe(recipe: FileRecipe): void {
     throw badRecipe('file recipe must be {size: number, chunks: string[]}');
   }
   for (const d of recipe.chunks) if (!isDigest(d)) throw badDigest(String(d));
+  if (recipe.extents !== undefined && !Array.isArray(recipe.extents)) throw badRecipe('file recipe extents must be an array');
 }
 
 /** sha256 hex of bytes. */
