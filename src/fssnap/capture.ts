@@ -29,7 +29,7 @@ export interface CaptureResult {
   logicalBytes: number;
   /** Compressed bytes this capture added to the store (contents + manifest). */
   newBytes: number;
-  /** The part of `newBytes` that is file contents (0 when nothing changed; the manifest is always new). */
+  /** The part of `newBytes` that is file contents (0 when nothing changed; the rest is the manifest: its top document and changed parts). */
   contentNewBytes: number;
   /** Files whose bytes were read, and files whose recipe came from `previous`. */
   filesRead: number;

@@ -130,6 +130,9 @@ export interface ContentStore {
    */
   get(digest: Digest): Promise<Buffer>;
 
+  /** `put` of several chunks with one durability barrier; `newBytes` is their total. */
+  putMany(bufs: readonly Uint8Array[]): Promise<{ digests: Digest[]; newBytes: number }>;
+
   /** Stores a JSON document (stable key order is the caller's job) as one chunk. */
   putJson(value: unknown): Promise<PutResult>;
   /** Reads a chunk stored by `putJson`. Same errors as `get`; `STORE_CHUNK_CORRUPT` on bad JSON. */

@@ -138,6 +138,16 @@ export class LocalContentStore implements ContentStore {
     return { digest, sizeBytes: buf.length, newBytes };
   }
 
+  async putMany(bufs: readonly Uint8Array[]): Promise<{ digests: Digest[]; newBytes: number }> {
+    const batch = this.batch();
+    const digests = bufs.map((b) => {
+      const d = sha256(b);
+      batch.add(d, b);
+      return d;
+    });
+    return { digests, newBytes: await batch.finish() };
+  }
+
   async get(digest: Digest): Promise<Buffer> {
     const p = this.chunkPath(digest);
     let raw: Buffer;
