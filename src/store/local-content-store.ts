@@ -44,7 +44,7 @@ import { PAGE_BYTES, isDigest } from './content-store.js';
 import { CrabError } from '../core/errors.js';
 import { rootLogger } from '../core/log.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
-import { ExtentBuilder, planExtentReads, sliceExtent, type ChunkRef } from './page-extents.js';
+import { ExtentBuilder, extentWindows, planExtentReads, sliceExtent, type ChunkRef } from './page-extents.js';
 import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint } from './page-index.js';
 
 const log = rootLogger.child({ component: 'store' });
@@ -65,6 +65,9 @@ const WRITES_IN_FLIGHT = 8;
 const DEFAULT_GRACE_MS = 60 * 60 * 1000;
 /** Batches with more new chunks than this are made durable with one syncfs instead of one fdatasync each. */
 const SYNCFS_ABOVE_CHUNKS = 32;
+/** A page-extents file is written in windows of at most this many bytes and distinct chunks (held in memory at once). */
+const EXTENT_WINDOW_BYTES = 8 * 1024 * 1024;
+const EXTENT_WINDOW_CHUNKS = 64;
 /** Basis recipes remembered as already indexed (a checkpoint's parent is almost always among them). */
 const WARM_BASES_KEPT = 4096;
 
@@ -219,21 +222,37 @@ export class LocalContentStore implements ContentStore {
     return written;
   }
 
-  /** Writes a page-extents recipe, reading each chunk once (a few in flight); returns the bytes written. */
+  /**
+   * Writes a page-extents recipe window by window: the window's chunks are read (a few in flight,
+   * chunks of the previous window kept), its pages copied into one buffer, written once. One
+   * write per extent made a 100 MB image of mostly equal pages take seconds.
+   */
   private async writeExtents(recipe: FileRecipe & { extents: number[] }, fh: fsp.FileHandle): Promise<number> {
-    const plan = [...planExtentReads(recipe)];
+    const reads = planExtentReads(recipe);
+    const windows = extentWindows(reads, EXTENT_WINDOW_BYTES, EXTENT_WINDOW_CHUNKS);
+    let held = new Map<number, Buffer>();
     let written = 0;
-    for (let i = 0; i < plan.length; i += WRITES_IN_FLIGHT) {
-      await Promise.all(
-        plan.slice(i, i + WRITES_IN_FLIGHT).map(async ([ci, reads]) => {
-          const chunk = await this.get(recipe.chunks[ci]);
-          for (const r of reads) {
-            const bytes = sliceExtent(chunk, r, recipe.size);
-            await writeAll(fh, bytes, r.offset);
-            written += bytes.length;
-          }
-        }),
-      );
+    for (let w = 0; w + 1 < windows.length; w++) {
+      const part = reads.slice(windows[w], windows[w + 1]);
+      const chunks = new Map<number, Buffer>();
+      const missing: number[] = [];
+      for (const r of part) {
+        if (chunks.has(r.chunk) || missing.includes(r.chunk)) continue;
+        const had = held.get(r.chunk);
+        if (had) chunks.set(r.chunk, had);
+        else missing.push(r.chunk);
+      }
+      for (let i = 0; i < missing.length; i += WRITES_IN_FLIGHT) {
+        const got = await Promise.all(missing.slice(i, i + WRITES_IN_FLIGHT).map((ci) => this.get(recipe.chunks[ci])));
+        got.forEach((buf, k) => chunks.set(missing[i + k], buf));
+      }
+      held = chunks;
+      const start = part[0].offset;
+      const out = Buffer.allocUnsafe(Math.min(recipe.size, part[part.length - 1].offset + part[part.length - 1].count * PAGE_BYTES) - start);
+      let filled = 0;
+      for (const r of part) filled += sliceExtent(chunks.get(r.chunk)!, r, recipe.size).copy(out, r.offset - start);
+      await writeAll(fh, out.subarray(0, filled), start);
+      written += filled;
     }
     return written;
   }

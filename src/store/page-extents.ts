@@ -57,39 +57,65 @@ export class ExtentBuilder {
   }
 }
 
-/** One run of pages to copy: `count` pages from page `first` of the chunk, to byte `offset` of the file. */
+/** One run of pages to copy: `count` pages from page `first` of chunk `chunk` (index into `recipe.chunks`), to byte `offset` of the file. */
 export interface ExtentRead {
+  chunk: number;
   offset: number;
   first: number;
   count: number;
 }
 
 /**
- * What to read from each chunk of an extents recipe (keyed by index into `recipe.chunks`, in
- * first-use order). Throws STORE_BAD_RECIPE on malformed extents; the byte lengths are checked
- * against the chunks when they are read (`sliceExtent`).
+ * The extents of a recipe as reads in file order. Throws STORE_BAD_RECIPE on malformed extents;
+ * the byte lengths are checked against the chunks when they are read (`sliceExtent`).
  */
-export function planExtentReads(recipe: FileRecipe & { extents: number[] }): Map<number, ExtentRead[]> {
+export function planExtentReads(recipe: FileRecipe & { extents: number[] }): ExtentRead[] {
   const x = recipe.extents;
   if (!Array.isArray(x) || x.length % 3 !== 0 || x.length === 0) throw badRecipe('file recipe extents must be non-empty [chunk, first, count] triplets');
-  const plan = new Map<number, ExtentRead[]>();
+  const reads: ExtentRead[] = [];
+  const used = new Set<number>();
   let offset = 0;
   for (let k = 0; k < x.length; k += 3) {
-    const [ci, first, count] = [x[k], x[k + 1], x[k + 2]];
-    if (![ci, first, count].every((n) => Number.isSafeInteger(n) && n >= 0) || count === 0 || ci >= recipe.chunks.length) {
-      throw badRecipe(`file recipe extent ${k / 3} is not a valid [chunk, first, count] triplet`, { extent: [ci, first, count] });
+    const [chunk, first, count] = [x[k], x[k + 1], x[k + 2]];
+    if (![chunk, first, count].every((n) => Number.isSafeInteger(n) && n >= 0) || count === 0 || chunk >= recipe.chunks.length) {
+      throw badRecipe(`file recipe extent ${k / 3} is not a valid [chunk, first, count] triplet`, { extent: [chunk, first, count] });
     }
-    let reads = plan.get(ci);
-    if (!reads) plan.set(ci, (reads = []));
-    reads.push({ offset, first, count });
+    used.add(chunk);
+    reads.push({ chunk, offset, first, count });
     offset += count * PAGE_BYTES;
   }
   // only the file's last page may be short
   if (recipe.size > offset || recipe.size <= offset - PAGE_BYTES) {
     throw badRecipe(`recipe says ${recipe.size} bytes but its extents hold ${offset / PAGE_BYTES} pages`, { size: recipe.size });
   }
-  if (plan.size !== recipe.chunks.length) throw badRecipe('file recipe lists chunks that no extent uses');
-  return plan;
+  if (used.size !== recipe.chunks.length) throw badRecipe('file recipe lists chunks that no extent uses');
+  return reads;
+}
+
+/**
+ * Cuts file-order reads into windows of at most `maxBytes` of file and `maxChunks` distinct
+ * chunks (a window's chunks are held in memory at once; one write per window). Returns the
+ * index of each window's first read, and reads.length at the end.
+ */
+export function extentWindows(reads: readonly ExtentRead[], maxBytes: number, maxChunks: number): number[] {
+  const starts: number[] = [];
+  let i = 0;
+  while (i < reads.length) {
+    starts.push(i);
+    const chunks = new Set<number>();
+    let bytes = 0;
+    while (i < reads.length) {
+      const r = reads[i];
+      const len = r.count * PAGE_BYTES;
+      const newChunk = !chunks.has(r.chunk);
+      if (chunks.size > 0 && (bytes + len > maxBytes || (newChunk && chunks.size >= maxChunks))) break;
+      chunks.add(r.chunk);
+      bytes += len;
+      i++;
+    }
+  }
+  starts.push(reads.length);
+  return starts;
 }
 
 /** The bytes of `read` within `chunk`; checks the chunk is long enough (the file's end may be short). */

@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { PAGE_BYTES, type FileRecipe } from '../../../src/store/content-store.js';
 import { CrabError } from '../../../src/core/errors.js';
-import { ExtentBuilder, planExtentReads, sliceExtent, type ChunkRef } from '../../../src/store/page-extents.js';
+import { ExtentBuilder, extentWindows, planExtentReads, sliceExtent, type ChunkRef } from '../../../src/store/page-extents.js';
 import { PageIndex } from '../../../src/store/page-index.js';
 
 const A = 'a'.repeat(64);
@@ -38,11 +38,12 @@ test('ExtentBuilder: a chunk still being filled is resolved when it is cut', () 
   assert.deepEqual(x.recipe(PAGE_BYTES), { size: PAGE_BYTES, chunks: [A] });
 });
 
-test('planExtentReads: offsets per chunk, and malformed extents are STORE_BAD_RECIPE', () => {
+test('planExtentReads: reads in file order, and malformed extents are STORE_BAD_RECIPE', () => {
   const plan = planExtentReads({ size: 3 * PAGE_BYTES - 100, chunks: [A, B], extents: [0, 4, 1, 1, 0, 1, 0, 5, 1] });
-  assert.deepEqual([...plan], [
-    [0, [{ offset: 0, first: 4, count: 1 }, { offset: 2 * PAGE_BYTES, first: 5, count: 1 }]],
-    [1, [{ offset: PAGE_BYTES, first: 0, count: 1 }]],
+  assert.deepEqual(plan, [
+    { chunk: 0, offset: 0, first: 4, count: 1 },
+    { chunk: 1, offset: PAGE_BYTES, first: 0, count: 1 },
+    { chunk: 0, offset: 2 * PAGE_BYTES, first: 5, count: 1 },
   ]);
   const bad: Array<[string, FileRecipe & { extents: number[] }]> = [
     ['empty', { size: 0, chunks: [], extents: [] }],
@@ -62,9 +63,21 @@ test('planExtentReads: offsets per chunk, and malformed extents are STORE_BAD_RE
 
 test('sliceExtent: the pages asked for, a short end of file, and a chunk too short', () => {
   const chunk = Buffer.alloc(3 * PAGE_BYTES - 10, 7);
-  assert.equal(sliceExtent(chunk, { offset: 0, first: 1, count: 1 }, 10 * PAGE_BYTES).length, PAGE_BYTES);
-  assert.equal(sliceExtent(chunk, { offset: PAGE_BYTES, first: 2, count: 1 }, 2 * PAGE_BYTES - 10).length, PAGE_BYTES - 10);
-  assert.throws(() => sliceExtent(chunk, { offset: 0, first: 2, count: 1 }, 10 * PAGE_BYTES), (e: unknown) => e instanceof CrabError && e.code === 'STORE_BAD_RECIPE');
+  assert.equal(sliceExtent(chunk, { chunk: 0, offset: 0, first: 1, count: 1 }, 10 * PAGE_BYTES).length, PAGE_BYTES);
+  assert.equal(sliceExtent(chunk, { chunk: 0, offset: PAGE_BYTES, first: 2, count: 1 }, 2 * PAGE_BYTES - 10).length, PAGE_BYTES - 10);
+  assert.throws(() => sliceExtent(chunk, { chunk: 0, offset: 0, first: 2, count: 1 }, 10 * PAGE_BYTES), (e: unknown) => e instanceof CrabError && e.code === 'STORE_BAD_RECIPE');
+});
+
+test('extentWindows: bounded by bytes and by distinct chunks; a read bigger than the bound gets its own window', () => {
+  const r = (chunk: number, count: number, offsetPages: number) => ({ chunk, offset: offsetPages * PAGE_BYTES, first: 0, count });
+  const reads = [r(0, 1, 0), r(0, 1, 1), r(1, 1, 2), r(2, 1, 3), r(0, 1, 4), r(3, 10, 5), r(4, 1, 15)];
+  const rows: Array<[string, number, number, number[]]> = [
+    ['everything fits', 100 * PAGE_BYTES, 10, [0, 7]],
+    ['two chunks per window (a chunk seen again is free)', 100 * PAGE_BYTES, 2, [0, 3, 5, 7]],
+    ['four pages per window; the 10-page read alone', 4 * PAGE_BYTES, 10, [0, 4, 5, 6, 7]],
+  ];
+  for (const [why, bytes, chunks, want] of rows) assert.deepEqual(extentWindows(reads, bytes, chunks), want, why);
+  assert.deepEqual(extentWindows([], PAGE_BYTES, 1), [0]);
 });
 
 test('PageIndex: lookup, refresh, forget and the bound', () => {
