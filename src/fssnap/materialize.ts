@@ -83,7 +83,7 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
     while (next < files.length) {
       const e = files[next++]!;
       if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
-      await store.materializeFile(e.recipe, abs(e), { mode: 0o600 });
+      await store.materializeFile(e.recipe, abs(e), { mode: 0o600, fresh: true }); // the target is new and empty (checked above)
       bytesWritten += e.recipe.size;
     }
   };

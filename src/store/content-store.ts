@@ -158,8 +158,10 @@ export interface ContentStore {
    * Writes the file described by `recipe` to `destPath` (created or truncated; written to a temp
    * name beside it and renamed, so `destPath` is either absent/old or complete). Every chunk is
    * verified. `mode` defaults to 0o644. Does not fsync (restores are re-playable).
+   * `fresh`: `destPath` is new in a directory the caller removes on failure: written in place,
+   * no temp name and rename, and `mode` only as far as the umask lets it (the caller sets modes).
    */
-  materializeFile(recipe: FileRecipe, destPath: string, opts?: { mode?: number }): Promise<void>;
+  materializeFile(recipe: FileRecipe, destPath: string, opts?: { mode?: number; fresh?: boolean }): Promise<void>;
 
   /**
    * Stores a directory of regular files (a CRIU image directory): `pages-*.img` with `'pages'`

@@ -190,21 +190,22 @@ export class LocalContentStore implements ContentStore {
     return { results, newBytes: await batch.finish() };
   }
 
-  async materializeFile(recipe: FileRecipe, destPath: string, opts: { mode?: number } = {}): Promise<void> {
+  async materializeFile(recipe: FileRecipe, destPath: string, opts: { mode?: number; fresh?: boolean } = {}): Promise<void> {
     checkRecipe(recipe);
-    const tmp = `${destPath}.crab-tmp-${randomBytes(4).toString('hex')}`;
-    const fh = await fsp.open(tmp, 'wx', opts.mode ?? 0o644);
+    // fresh: written in place (no temp name, no rename): the caller owns a new directory and removes it on failure
+    const target = opts.fresh ? destPath : `${destPath}.crab-tmp-${randomBytes(4).toString('hex')}`;
+    const fh = await fsp.open(target, 'wx', opts.mode ?? 0o644);
     try {
       const written = recipe.extents ? await this.writeExtents({ ...recipe, extents: recipe.extents }, fh) : await this.writeChunks(recipe, fh);
       if (written !== recipe.size) {
         throw badRecipe(`recipe says ${recipe.size} bytes but its chunks hold ${written}`, { destPath });
       }
-      if (opts.mode !== undefined) await fh.chmod(opts.mode); // umask may have cut bits at open
+      if (opts.mode !== undefined && !opts.fresh) await fh.chmod(opts.mode); // umask may have cut bits at open
       await fh.close();
-      await fsp.rename(tmp, destPath);
+      if (!opts.fresh) await fsp.rename(target, destPath);
     } catch (err) {
       await fh.close().catch(() => undefined); // already closed on the success path
-      await fsp.rm(tmp, { force: true });
+      await fsp.rm(target, { force: true });
       throw err;
     }
   }
