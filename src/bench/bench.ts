@@ -54,7 +54,10 @@ export interface ModeSummary {
   skip_fraction: number | null;
   /** The same over every boundary, the setup's (boundary 0, a base checkpoint in every mode) included. */
   skip_fraction_boundaries: number | null;
+  /** New bytes the no-fault runs wrote, in all. */
   ckpt_bytes: number;
+  /** Median restore time of the fault runs that restored (null when none did). */
+  restore_ms_p50: number | null;
 }
 
 export interface BenchReport {
@@ -207,6 +210,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
     const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
     const turns = c.reduce((a, r) => a + r.turns.judged, 0);
     const skippedTurns = c.reduce((a, r) => a + r.turns.skipped, 0);
+    const restores = all.filter((r) => r.fault !== 'none' && r.restore_ms !== null).map((r) => r.restore_ms!);
     out[mode] = {
       correctness: all.length ? all.filter((r) => r.correct).length / all.length : 0,
       runs: all.length,
@@ -220,6 +224,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
       skip_fraction: mode === 'crab' && turns ? skippedTurns / turns : null,
       skip_fraction_boundaries: mode === 'crab' && boundaries ? skips / boundaries : null,
       ckpt_bytes: bytes,
+      restore_ms_p50: restores.length ? percentile(restores, 50) : null,
     };
   }
   return out;

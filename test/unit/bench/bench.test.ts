@@ -118,6 +118,8 @@ test('judge and summarize: correctness, overhead vs none, traffic vs full, skip 
   assert.equal(sum.crab!.skip_fraction, 1);
   assert.equal(sum.crab!.skip_fraction_boundaries, 0.75);
   assert.equal(sum.full!.gate_wait_p99_ms, 30);
+  assert.equal(sum.crab!.ckpt_bytes, 80);
+  assert.equal(sum.crab!.restore_ms_p50, null, 'no fault run restored');
 });
 
 test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run turns and tokens wasted of the fault runs', () => {
@@ -142,6 +144,11 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   assert.deepEqual(cells('full').slice(7, 9), ['100.0%', '3/40']);
   assert.deepEqual(cells('crab').slice(7), ['8.0%', '0/0', '400', '3', '1234']);
   assert.deepEqual(cells('none').slice(7), ['-', '0/0', '-', '-', '-']);
+  const summaryRow = (mode: string) => table.split('\n').find((l) => !l.startsWith('t ') && l.split(/\s{2,}/)[0] === mode)!.split(/\s{2,}/);
+  // written, then (after the ratios and gate p99) the median restore of the fault runs
+  assert.equal(summaryRow('crab')[4], '0.0 MiB');
+  assert.equal(summaryRow('crab')[10], '300'); // p50 of 300 and 500 (nearest rank)
+  assert.equal(summaryRow('full')[10], '-');
 });
 
 test('upperEntries: a pid file compares by the process it names, other small numbers by content', () => {
