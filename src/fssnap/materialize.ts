@@ -83,7 +83,8 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
     while (next < files.length) {
       const e = files[next++]!;
       if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
-      await store.materializeFile(e.recipe, abs(e), { mode: 0o600, fresh: true }); // the target is new and empty (checked above)
+      // the target is new and empty (checked above); the metadata helper sets the mode below
+      await store.materializeFile(e.recipe, abs(e), { fresh: true });
       bytesWritten += e.recipe.size;
     }
   };

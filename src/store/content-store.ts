@@ -159,7 +159,7 @@ export interface ContentStore {
    * name beside it and renamed, so `destPath` is either absent/old or complete). Every chunk is
    * verified. `mode` defaults to 0o644. Does not fsync (restores are re-playable).
    * `fresh`: `destPath` is new in a directory the caller removes on failure: written in place,
-   * no temp name and rename, and `mode` only as far as the umask lets it (the caller sets modes).
+   * no temp name and rename.
    */
   materializeFile(recipe: FileRecipe, destPath: string, opts?: { mode?: number; fresh?: boolean }): Promise<void>;
 
