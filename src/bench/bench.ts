@@ -18,6 +18,7 @@ import { ensureImage } from '../image/image-builder.js';
 import type { Trace } from './trace.js';
 import { percentile, runReplay, type BenchMode, type Fault, type RunResult, type RunSpec } from './replay.js';
 import { noiseBetween, stateDifference } from './final-state.js';
+import { bytesByCause, type CauseTotal, type CheckpointCause } from './causes.js';
 
 export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
 
@@ -58,6 +59,8 @@ export interface ModeSummary {
   ckpt_bytes: number;
   /** Median restore time of the fault runs that restored (null when none did). */
   restore_ms_p50: number | null;
+  /** The no-fault runs' new bytes by why each checkpoint was taken (`causes.ts`); crab only. */
+  bytes_by_cause: Partial<Record<CheckpointCause, CauseTotal>> | null;
 }
 
 export interface BenchReport {
@@ -225,6 +228,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string,
       skip_fraction_boundaries: mode === 'crab' && boundaries ? skips / boundaries : null,
       ckpt_bytes: bytes,
       restore_ms_p50: restores.length ? percentile(restores, 50) : null,
+      bytes_by_cause: mode === 'crab' ? bytesByCause(c.flatMap((r) => r.checkpoints)) : null,
     };
   }
   return out;

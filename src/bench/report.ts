@@ -58,6 +58,14 @@ export function renderTable(rep: BenchReport): string {
   ]);
   const sw = sh.map((h, i) => Math.max(h.length, ...sb.map((b) => b[i]!.length)));
   lines.push(row(sh, sw), row(sw.map((w) => '-'.repeat(w)), sw), ...sb.map((b) => row(b, sw)));
+  const causes = rep.summary.crab?.bytes_by_cause;
+  const causeTotal = causes ? Object.values(causes).reduce((a, t) => a + t.bytes, 0) : 0;
+  if (causes && causeTotal > 0) {
+    const parts = Object.entries(causes)
+      .sort((a, b) => b[1].bytes - a[1].bytes)
+      .map(([cause, t]) => `${cause} ${pct(t.bytes / causeTotal)} (${t.checkpoints})`);
+    lines.push('', `crab's traffic by cause (checkpoints): ${parts.join(', ')}`);
+  }
   lines.push(
     '',
     'per trace: the no-fault run (wall, ckpts, traffic, gate waits); restore ms, re-run turns and tokens wasted over its fault runs',

@@ -127,7 +127,7 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   const runs = [
     run({ final: s }),
     run({ mode: 'full', ckpt_bytes: 1000, gate_wait_ms: { p50: 3, p99: 40 }, final: s }),
-    run({ mode: 'crab', ckpt_bytes: 80, final: s }),
+    run({ mode: 'crab', ckpt_bytes: 80, final: s, checkpoints: [{ turn: 0, kind: 'full', new_bytes: 60, reasons: ['first-boundary'] }, { turn: 2, kind: 'fs', new_bytes: 20, reasons: ['fs-changed'] }] }),
     run({ mode: 'crab', fault: 'after-actions:2', restore_ms: 300, turns_rerun: 1, tokens_wasted: 0, final: s }),
     run({ mode: 'crab', fault: 'mid-wait:3', restore_ms: 500, turns_rerun: 2, tokens_wasted: 1234, final: s }),
   ];
@@ -149,6 +149,7 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   assert.equal(summaryRow('crab')[4], '0.0 MiB');
   assert.equal(summaryRow('crab')[10], '300'); // p50 of 300 and 500 (nearest rank)
   assert.equal(summaryRow('full')[10], '-');
+  assert.ok(table.includes("crab's traffic by cause (checkpoints): setup 75.0% (1), files changed 25.0% (1)"), table);
 });
 
 test('upperEntries: a pid file compares by the process it names, other small numbers by content', () => {
