@@ -457,19 +457,15 @@ export class LocalContentStore implements ContentStore {
    */
   private async warmPageIndex(basis: Digest): Promise<void> {
     if (this.warmBases.has(basis)) return;
-    const recipe = await this.getJson<DirRecipe>(basis);
+    const recipe = await unlessUnreadable(this.getJson<DirRecipe>(basis), basis, basis);
     const todo = new Set<Digest>();
-    for (const e of recipe.entries) if (e.type === 'file' && e.chunking === 'pages') for (const d of e.recipe.chunks) if (!this.pageIndex.has(d)) todo.add(d);
+    for (const e of recipe?.entries ?? []) if (e.type === 'file' && e.chunking === 'pages') for (const d of e.recipe.chunks) if (!this.pageIndex.has(d)) todo.add(d);
     const list = [...todo];
     for (let i = 0; i < list.length; i += WRITES_IN_FLIGHT) {
       await Promise.all(
         list.slice(i, i + WRITES_IN_FLIGHT).map(async (d) => {
-          try {
-            this.indexChunkPages(d, await this.get(d));
-          } catch (err) {
-            if (!(err instanceof CrabError) || !['STORE_CHUNK_MISSING', 'STORE_CHUNK_CORRUPT'].includes(err.code)) throw err;
-            log.warn({ err, chunk: d, basis }, 'basis chunk unreadable; its pages will be stored again');
-          }
+          const buf = await unlessUnreadable(this.get(d), d, basis);
+          if (buf) this.indexChunkPages(d, buf);
         }),
       );
     }
@@ -716,6 +712,17 @@ class PageWriter {
 
 function newPendingChunk(): { ref: ChunkRef; pages: Buffer[]; fingerprints: string[] } {
   return { ref: { digest: null, pages: null }, pages: [], fingerprints: [] };
+}
+
+/** A basis chunk's value, or null (with a warning) when it is missing or corrupt: that costs bytes, not the checkpoint. */
+async function unlessUnreadable<T>(read: Promise<T>, chunk: Digest, basis: Digest): Promise<T | null> {
+  try {
+    return await read;
+  } catch (err) {
+    if (!(err instanceof CrabError) || !['STORE_CHUNK_MISSING', 'STORE_CHUNK_CORRUPT'].includes(err.code)) throw err;
+    log.warn({ err, chunk, basis }, 'basis chunk unreadable; its pages will be stored again');
+    return null;
+  }
 }
 
 /** Decompresses and hash-checks a raw chunk file. */

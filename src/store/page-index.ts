@@ -23,8 +23,10 @@ export interface PageLocation {
   page: number;
 }
 
-/** Default bound: fingerprints of 1 Mi pages (4 GiB of distinct pages, ~150 MiB of memory). */
+/** Default bound: fingerprints of 1 Mi pages (4 GiB of distinct pages, ~110 MiB of memory). */
 export const DEFAULT_PAGE_INDEX_PAGES = 1 << 20;
+/** Forgotten chunks remembered; beyond this the set starts over (a stale entry is found gone again). */
+const GONE_KEPT = 1 << 16;
 
 export class PageIndex {
   private readonly byPage = new Map<string, PageLocation>();
@@ -84,6 +86,7 @@ export class PageIndex {
   /** Forgets a chunk that is no longer in the store (its entries drop out lazily). */
   forget(chunk: Digest): void {
     this.chunkPages.delete(chunk);
+    if (this.gone.size >= GONE_KEPT) this.gone.clear();
     this.gone.add(chunk);
   }
 }

@@ -219,7 +219,7 @@ test('page reuse in a new process: the basis recipe warms the page index', () =>
     assert.deepEqual(await fs.readFile(path.join(dir, 'out', 'pages-1.img')), bBytes);
   }));
 
-test('page reuse never names a chunk the disk lost: a swept chunk, a corrupt basis chunk', () =>
+test('page reuse never names a chunk the disk lost: a swept chunk, a corrupt basis chunk, a missing basis', () =>
   withStore(async (s, dir) => {
     const { a, b, bBytes } = await dumps(dir, 5);
     const ra = await s.putDir(a);
@@ -243,4 +243,9 @@ test('page reuse never names a chunk the disk lost: a swept chunk, a corrupt bas
     assert.ok(!names(rc).includes(victim));
     await fresh.materializeDir(rc.recipe, path.join(dir, 'out2'));
     assert.deepEqual(await fs.readFile(path.join(dir, 'out2', 'pages-1.img')), bBytes);
+    // the basis recipe itself is gone: no warm-up, the put still succeeds
+    await fs.rm(s.chunkPath(ra.recipeDigest));
+    const rd = await (await LocalContentStore.open(s.root)).putDir(b, { basis: ra.recipeDigest });
+    await s.materializeDir(rd.recipe, path.join(dir, 'out3'));
+    assert.deepEqual(await fs.readFile(path.join(dir, 'out3', 'pages-1.img')), bBytes);
   }));
