@@ -6,6 +6,7 @@ import { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { CreateSandboxOptions, ExecOptions } from '../sandbox/sandbox.js';
 import type { CrabService } from './service.js';
 import { LocalContentStore } from '../store/local-content-store.js';
+import { pageIndexBound } from '../store/page-index.js';
 import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
 import { Checkpointer } from '../checkpoint/checkpointer.js';
 import { gcRootExpander } from '../fssnap/index.js';
@@ -63,7 +64,7 @@ export class LocalService implements CrabService {
 
   /** The C/R chain, opened on first use (store directory and SQLite catalog). */
   checkpointer(): Promise<Checkpointer> {
-    this.cr ??= LocalContentStore.open(this.paths.store).then((store) => new Checkpointer(this.sandboxes, store, SqliteCatalog.open(this.paths.catalog)));
+    this.cr ??= LocalContentStore.open(this.paths.store, { pageIndexPages: pageIndexBound(process.env.CRAB_PAGE_INDEX_PAGES) }).then((store) => new Checkpointer(this.sandboxes, store, SqliteCatalog.open(this.paths.catalog)));
     return this.cr;
   }
 

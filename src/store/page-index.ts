@@ -10,6 +10,7 @@
  * exists (and refreshes it against a concurrent sweep) before a recipe may name it.
  */
 import { hash } from 'node:crypto';
+import { invalid } from '../core/errors.js';
 import type { Digest } from './content-store.js';
 
 /** sha256 of one page, first 16 bytes as a binary (latin1) string: a compact Map key (collisions 2^-64). */
@@ -25,6 +26,16 @@ export interface PageLocation {
 
 /** Default bound: fingerprints of 1 Mi pages (4 GiB of distinct pages, ~110 MiB of memory). */
 export const DEFAULT_PAGE_INDEX_PAGES = 1 << 20;
+/** The bound from `CRAB_PAGE_INDEX_PAGES` (unset or empty: the default); 0 turns page reuse off. */
+export function pageIndexBound(value: string | undefined): number | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw invalid('CONFIG_INVALID', `CRAB_PAGE_INDEX_PAGES must be a whole number of pages, not '${value}'`, `Unset it for the default (${DEFAULT_PAGE_INDEX_PAGES}), or 0 to store every dump's pages without reuse.`);
+  }
+  return n;
+}
+
 /** Forgotten chunks remembered; beyond this the set starts over (a stale entry is found gone again). */
 const GONE_KEPT = 1 << 16;
 

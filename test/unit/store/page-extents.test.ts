@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { PAGE_BYTES, type FileRecipe } from '../../../src/store/content-store.js';
 import { CrabError } from '../../../src/core/errors.js';
 import { ExtentBuilder, extentWindows, planExtentReads, sliceExtent, type ChunkRef } from '../../../src/store/page-extents.js';
-import { PageIndex } from '../../../src/store/page-index.js';
+import { PageIndex, pageIndexBound } from '../../../src/store/page-index.js';
 
 const A = 'a'.repeat(64);
 const B = 'b'.repeat(64);
@@ -96,4 +96,20 @@ test('PageIndex: lookup, refresh, forget and the bound', () => {
   assert.deepEqual(ix.lookup('p3'), { chunk: C, page: 0 });
   ix.add(B, ['p1']); // the same content now also in B: the newest place wins
   assert.deepEqual(ix.lookup('p1'), { chunk: B, page: 0 });
+});
+
+test('pageIndexBound: CRAB_PAGE_INDEX_PAGES unset, a count, 0, or rejected with CONFIG_INVALID', () => {
+  const rows: Array<[string | undefined, number | undefined | 'invalid']> = [
+    [undefined, undefined],
+    ['', undefined],
+    ['0', 0],
+    ['4096', 4096],
+    ['-1', 'invalid'],
+    ['1.5', 'invalid'],
+    ['lots', 'invalid'],
+  ];
+  for (const [value, want] of rows) {
+    if (want === 'invalid') assert.throws(() => pageIndexBound(value), (e: unknown) => e instanceof CrabError && e.code === 'CONFIG_INVALID' && !!e.hint, String(value));
+    else assert.equal(pageIndexBound(value), want, String(value));
+  }
 });
