@@ -227,15 +227,26 @@ test('page reuse never names a chunk the disk lost: a swept chunk, a corrupt bas
     assert.ok(e?.type === 'file');
     const names = (r: { recipe: { entries: Array<{ type: string; recipe?: { chunks: string[] } }> } }): string[] =>
       r.recipe.entries.flatMap((x) => x.recipe?.chunks ?? []);
-    // a sweep removed a chunk the index knows: its pages are stored again
+    let firstPage = 0;
+    let victim = '';
+    for (const d of e.recipe.chunks) {
+      const pages = (await s.get(d)).length / PAGE_BYTES;
+      if (firstPage <= 395 && 395 < firstPage + pages) victim = d;
+      firstPage += pages;
+    }
     const swept = e.recipe.chunks[3];
+    assert.ok(victim && victim !== swept);
+    // a sweep removed a chunk the index knows: its pages are stored again (chunk 3 starts after
+    // page 7, b's first new page, so b's new chunks cannot be byte-equal to it)
     await fs.rm(s.chunkPath(swept));
     const rb = await s.putDir(b, { basis: ra.recipeDigest });
     assert.ok(!names(rb).includes(swept));
     await s.materializeDir(rb.recipe, path.join(dir, 'out'));
     assert.deepEqual(await fs.readFile(path.join(dir, 'out', 'pages-1.img')), bBytes);
-    // a new process warms from a basis with a corrupt chunk: skipped (a warning), the put succeeds
-    const victim = e.recipe.chunks[9];
+    // a new process warms from a basis with a corrupt chunk: skipped (a warning), the put succeeds.
+    // The victim holds a page b changed (page 395, past chunk 3's reach of 4 × 64 pages), so b's
+    // new chunks cannot be byte-equal to it (a put trusts a chunk already on disk; verify() is what
+    // finds a corrupt one).
     await fs.chmod(s.chunkPath(victim), 0o644);
     await fs.writeFile(s.chunkPath(victim), 'garbage');
     const fresh = await LocalContentStore.open(s.root);
