@@ -18,6 +18,7 @@ import { ensureImage } from '../image/image-builder.js';
 import type { Trace } from './trace.js';
 import { percentile, runReplay, type BenchMode, type Fault, type RunResult, type RunSpec } from './replay.js';
 import { noiseBetween, stateDifference } from './final-state.js';
+import { pool } from '../core/pool.js';
 import { bytesByCause, type CauseTotal, type CheckpointCause } from './causes.js';
 
 export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
@@ -106,15 +107,6 @@ export function parseFaultPlan(text: string): FaultPlan | null {
 export function longestFirst(specs: readonly RunSpec[]): RunSpec[] {
   const weight = (s: RunSpec) => (s.mode === 'chat-only' || s.mode === 'none' ? 0 : 1000) + s.trace.turns.length;
   return specs.map((s, i) => ({ s, i, w: weight(s) })).sort((a, b) => b.w - a.w || a.i - b.i).map((x) => x.s);
-}
-
-async function pool<T>(items: T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]!);
-    }),
-  );
 }
 
 export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptions, progress: (m: string) => void = () => undefined): Promise<BenchReport> {

@@ -14,6 +14,7 @@
 import { hash } from 'node:crypto';
 import type { ContentStore, Digest, FileRecipe } from '../store/content-store.js';
 import { CrabError } from '../core/errors.js';
+import { pool } from '../core/pool.js';
 
 export const MANIFEST_FORMAT = 'crab-manifest/1';
 /** The stored top document of a manifest kept in parts. */
@@ -115,14 +116,13 @@ export async function loadManifest(store: ContentStore, digest: Digest): Promise
   const doc = await store.getJson<Manifest | StoredManifestTop>(digest);
   if (doc && doc.format === MANIFEST_FORMAT && Array.isArray(doc.entries)) return doc;
   if (!doc || doc.format !== MANIFEST_PARTS_FORMAT || !Array.isArray(doc.parts)) throw badManifest(digest, doc);
-  const entries: ManifestEntry[] = [];
-  for (let i = 0; i < doc.parts.length; i += PARTS_IN_FLIGHT) {
-    const parts = await Promise.all(doc.parts.slice(i, i + PARTS_IN_FLIGHT).map((d) => store.getJson<ManifestEntry[]>(d)));
-    for (const p of parts) {
-      if (!Array.isArray(p)) throw badManifest(digest, doc);
-      entries.push(...p);
-    }
-  }
+  const partEntries: ManifestEntry[][] = [];
+  await pool(doc.parts, PARTS_IN_FLIGHT, async (d, i) => {
+    const p = await store.getJson<ManifestEntry[]>(d);
+    if (!Array.isArray(p)) throw badManifest(digest, doc);
+    partEntries[i] = p;
+  });
+  const entries = partEntries.flat();
   if (entries.length !== doc.entryCount) throw badManifest(digest, doc);
   const { parts, createdAtMs, sourceDev, sourceIno, logicalBytes } = doc;
   return { format: MANIFEST_FORMAT, createdAtMs, sourceDev, sourceIno, entries, logicalBytes, parts };

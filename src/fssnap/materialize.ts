@@ -2,6 +2,7 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { CrabError } from '../core/errors.js';
+import { pool } from '../core/pool.js';
 import type { ContentStore } from '../store/content-store.js';
 import { applyMetadata, type ApplyRequest, type SpecialNode } from './host-helper.js';
 import type { Manifest, ManifestEntry } from './manifest.js';
@@ -78,17 +79,12 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
   }
 
   let bytesWritten = 0;
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < files.length) {
-      const e = files[next++]!;
-      if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
-      // the target is new and empty (checked above); the metadata helper sets the mode below
-      await store.materializeFile(e.recipe, abs(e), { fresh: true });
-      bytesWritten += e.recipe.size;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 8) }, worker));
+  await pool(files, opts.concurrency ?? 8, async (e) => {
+    if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
+    // the target is new and empty (checked above); the metadata helper sets the mode below
+    await store.materializeFile(e.recipe, abs(e), { fresh: true });
+    bytesWritten += e.recipe.size;
+  });
 
   // special nodes must exist before hard links to them are made: the helper creates them, so
   // links to special nodes (rare: hard-linked fifos) are made after it, by a second pass below

@@ -24,6 +24,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { compress, decompress } from 'zstd-napi';
+import { pool } from '../core/pool.js';
 import { run } from '../core/run.js';
 import type {
   Chunking,
@@ -245,10 +246,7 @@ export class LocalContentStore implements ContentStore {
         if (had) chunks.set(r.chunk, had);
         else missing.push(r.chunk);
       }
-      for (let i = 0; i < missing.length; i += WRITES_IN_FLIGHT) {
-        const got = await Promise.all(missing.slice(i, i + WRITES_IN_FLIGHT).map((ci) => this.get(recipe.chunks[ci])));
-        got.forEach((buf, k) => chunks.set(missing[i + k], buf));
-      }
+      await pool(missing, WRITES_IN_FLIGHT, async (ci) => void chunks.set(ci, await this.get(recipe.chunks[ci])));
       held = chunks;
       const start = part[0].offset;
       const out = Buffer.allocUnsafe(Math.min(recipe.size, part[part.length - 1].offset + part[part.length - 1].count * PAGE_BYTES) - start);
@@ -309,9 +307,7 @@ export class LocalContentStore implements ContentStore {
       }
     }
     // a few files at a time: a CRIU image is a dozen small files and one or two big ones
-    for (let i = 0; i < files.length; i += FILES_IN_FLIGHT) {
-      await Promise.all(files.slice(i, i + FILES_IN_FLIGHT).map((e) => this.materializeFile(e.recipe, safeJoin(dest, e.path), { mode: e.mode, fresh })));
-    }
+    await pool(files, FILES_IN_FLIGHT, (e) => this.materializeFile(e.recipe, safeJoin(dest, e.path), { mode: e.mode, fresh }));
   }
 
   async stats(): Promise<StoreStats> {
@@ -460,15 +456,10 @@ export class LocalContentStore implements ContentStore {
     const recipe = await unlessUnreadable(this.getJson<DirRecipe>(basis), basis, basis);
     const todo = new Set<Digest>();
     for (const e of recipe?.entries ?? []) if (e.type === 'file' && e.chunking === 'pages') for (const d of e.recipe.chunks) if (!this.pageIndex.has(d)) todo.add(d);
-    const list = [...todo];
-    for (let i = 0; i < list.length; i += WRITES_IN_FLIGHT) {
-      await Promise.all(
-        list.slice(i, i + WRITES_IN_FLIGHT).map(async (d) => {
-          const buf = await unlessUnreadable(this.get(d), d, basis);
-          if (buf) this.indexChunkPages(d, buf);
-        }),
-      );
-    }
+    await pool([...todo], WRITES_IN_FLIGHT, async (d) => {
+      const buf = await unlessUnreadable(this.get(d), d, basis);
+      if (buf) this.indexChunkPages(d, buf);
+    });
     this.rememberBasis(basis);
   }
 
@@ -669,6 +660,7 @@ class PageWriter {
     }
     await this.batch.ensurePresent(named);
     fingerprints.forEach((fp, i) => {
+      // looked up again: during the await a gone chunk was forgotten, or another call re-mapped the page
       const loc = fp === null ? undefined : index.lookup(fp);
       if (loc && this.batch.canName(loc.chunk)) this.extents.push(this.refOf(loc.chunk), loc.page);
       else this.addNew(data.subarray(i * PAGE_BYTES, Math.min(data.length, (i + 1) * PAGE_BYTES)), fp);
