@@ -24,6 +24,7 @@ import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
 import { leaseLink, releaseLink } from '../sandbox/net-link.js';
 import { processStartTicks } from '../sandbox/sandbox-manager.js';
+import { imageAffinity } from './criu-pagemap.js';
 import { freeze, freezerState, thaw } from './freezer.js';
 import { LAYER_GRACE_MS, layersToRemove, type LayerEntry } from './layer-gc.js';
 import type { BindIdentity, CheckpointKind, CheckpointRecord, RestoreResult, TakeOptions, TakeResult } from './checkpoint.js';
@@ -166,8 +167,11 @@ export class Checkpointer {
       let imageLogical = 0;
       let imageNew = 0;
       if (kind !== 'fs') {
-        // the parent's image as the basis: its unchanged pages are named, not stored again
-        const put = await span('ck.putDir', () => this.store.putDir(imageDir, { basis: parent?.processImage ?? undefined }));
+        // the parent's image as the basis: its unchanged pages are named, not stored again, and a
+        // changed page is stored as an XOR delta against the parent's page at its address
+        const basis = parent?.processImage ?? undefined;
+        const affinity = basis ? await span('ck.affinity', () => imageAffinity(this.store, imageDir, basis)) : undefined;
+        const put = await span('ck.putDir', () => this.store.putDir(imageDir, { basis, affinity }));
         processImage = { digest: put.recipeDigest };
         imageLogical = put.logicalBytes;
         imageNew = put.newBytes;

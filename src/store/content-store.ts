@@ -28,6 +28,8 @@ export interface FileRecipe {
   chunks: Digest[];
   /** Flat `[chunkIndex, firstPage, pageCount]` triplets in file order; absent when the chunks concatenate to the file. */
   extents?: number[];
+  /** With `extents` only: flat `[extentIndex, baseChunkIndex, basePage]` triplets, the extents stored as XOR deltas against base pages (`page-extents.ts`). */
+  deltas?: number[];
 }
 
 /** One entry of a stored directory (relative path, '/'-separated, no '.' or '..'). */
@@ -35,9 +37,15 @@ export type DirRecipeEntry =
   | { path: string; type: 'dir'; mode: number }
   | { path: string; type: 'file'; mode: number; chunking: Chunking; recipe: FileRecipe };
 
+/**
+ * Directory recipe formats: `crab-dir/2` when some file has XOR deltas (`FileRecipe.deltas`),
+ * so that a reader that does not know them refuses it; `crab-dir/1` otherwise.
+ */
+export const DIR_FORMATS = ['crab-dir/1', 'crab-dir/2'] as const;
+
 /** A stored directory tree of regular files (a CRIU image directory). */
 export interface DirRecipe {
-  format: 'crab-dir/1';
+  format: (typeof DIR_FORMATS)[number];
   /** Entries sorted by path; parents come before their children. */
   entries: DirRecipeEntry[];
   /** Sum of file sizes. */
@@ -60,6 +68,14 @@ export interface PutFileResult {
   newBytes: number;
   /** sha256 (hex) of the whole file, independent of chunking; for tree hashes. */
   sha256: string;
+}
+
+/** Of one `'pages'` file of a directory being stored: which page of a basis file each of its pages resembles. */
+export interface PageAffinity {
+  /** Path of the file in the basis directory recipe. */
+  basisPath: string;
+  /** Per page of the file: index of the page in the basis file, or -1 for none. */
+  pages: Int32Array;
 }
 
 export interface PutDirResult {
@@ -168,8 +184,11 @@ export interface ContentStore {
    * chunking, everything else `'whole'`. Throws `STORE_UNSUPPORTED_ENTRY` on symlinks, devices…
    * `basis`: the recipe digest of an earlier dump of the same processes (the parent checkpoint's
    * image); its pages are reused where unchanged even when this process has not seen them yet.
+   * `affinity` (with `basis`): for a `'pages'` file, the basis page each of its pages probably
+   * resembles; a new page close to it is stored as an XOR delta against it. Only a hint: a wrong
+   * one costs bytes, never correctness.
    */
-  putDir(dir: string, opts?: { basis?: Digest }): Promise<PutDirResult>;
+  putDir(dir: string, opts?: { basis?: Digest; affinity?: ReadonlyMap<string, PageAffinity> }): Promise<PutDirResult>;
 
   /** Recreates a stored directory under `dest` (created if absent; existing files overwritten). */
   materializeDir(recipe: DirRecipe, dest: string): Promise<void>;

@@ -18,6 +18,13 @@
  * 64 KiB), so a cold index (a new process without a basis) still dedups unchanged runs, and an
  * inserted page costs one chunk, not the rest of the file. 64 KiB keeps the per-chunk cost (one
  * file, one fsync, one digest in the recipe) 16× below 4 KiB chunks.
+ *
+ * XOR deltas: when the caller says which basis page a new page resembles (`PageAffinity`: the
+ * page at the same virtual address in the parent dump) and the two differ in at most
+ * `DELTA_MAX_CHANGED_BYTES`, the page is stored as their XOR, in chunks of deltas. A Python
+ * server's request changes a few words in each of ~150 heap pages: 600 KiB of new pages, ~4 KiB
+ * as deltas. The base is always a plain page (a delta of a delta is cut against the first
+ * delta's base), so a restore reads at most two chunks per page.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -34,6 +41,7 @@ import type {
   DirRecipe,
   DirRecipeEntry,
   FileRecipe,
+  PageAffinity,
   PutDirResult,
   PutFileResult,
   PutResult,
@@ -41,12 +49,13 @@ import type {
   SweepOptions,
   SweepResult,
 } from './content-store.js';
-import { PAGE_BYTES, isDigest } from './content-store.js';
+import { DIR_FORMATS, PAGE_BYTES, isDigest } from './content-store.js';
 import { CrabError } from '../core/errors.js';
 import { rootLogger } from '../core/log.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
-import { ExtentBuilder, extentWindows, planExtentReads, sliceExtent, type ChunkRef } from './page-extents.js';
-import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint } from './page-index.js';
+import { basisPageLocations } from './page-basis.js';
+import { ExtentBuilder, copyExtent, extentWindows, planExtentReads, xorInto, type ChunkRef } from './page-extents.js';
+import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint, type PageLocation } from './page-index.js';
 
 const log = rootLogger.child({ component: 'store' });
 
@@ -73,6 +82,12 @@ const EXTENT_WINDOW_BYTES = 8 * 1024 * 1024;
 const EXTENT_WINDOW_CHUNKS = 64;
 /** Basis recipes remembered as already indexed (a checkpoint's parent is almost always among them). */
 const WARM_BASES_KEPT = 4096;
+/** A new page is stored as an XOR delta against its basis page when they differ in at most this many bytes. */
+export const DELTA_MAX_CHANGED_BYTES = 1024;
+/** Pages per chunk of XOR deltas (mostly zeros: 64 of them compress to a few KiB). */
+const DELTA_CHUNK_PAGES = 64;
+/** Pages a `PageWriter` decides on at once (their base chunks are held in memory meanwhile). */
+const PAGES_PER_STEP = 256;
 
 export interface LocalContentStoreOptions {
   /** zstd level, 1–3 recommended (default 3). */
@@ -241,25 +256,27 @@ export class LocalContentStore implements ContentStore {
       const chunks = new Map<number, Buffer>();
       const missing: number[] = [];
       for (const r of part) {
-        if (chunks.has(r.chunk) || missing.includes(r.chunk)) continue;
-        const had = held.get(r.chunk);
-        if (had) chunks.set(r.chunk, had);
-        else missing.push(r.chunk);
+        for (const c of r.base ? [r.chunk, r.base.chunk] : [r.chunk]) {
+          if (chunks.has(c) || missing.includes(c)) continue;
+          const had = held.get(c);
+          if (had) chunks.set(c, had);
+          else missing.push(c);
+        }
       }
       await pool(missing, WRITES_IN_FLIGHT, async (ci) => void chunks.set(ci, await this.get(recipe.chunks[ci])));
       held = chunks;
       const start = part[0].offset;
       const out = Buffer.allocUnsafe(Math.min(recipe.size, part[part.length - 1].offset + part[part.length - 1].count * PAGE_BYTES) - start);
       let filled = 0;
-      for (const r of part) filled += sliceExtent(chunks.get(r.chunk)!, r, recipe.size).copy(out, r.offset - start);
+      for (const r of part) filled += copyExtent(r, (c) => chunks.get(c)!, recipe.size, out, r.offset - start);
       await writeAll(fh, out.subarray(0, filled), start);
       written += filled;
     }
     return written;
   }
 
-  async putDir(dir: string, opts: { basis?: Digest } = {}): Promise<PutDirResult> {
-    if (opts.basis) await this.warmPageIndex(opts.basis);
+  async putDir(dir: string, opts: { basis?: Digest; affinity?: ReadonlyMap<string, PageAffinity> } = {}): Promise<PutDirResult> {
+    const similarOf = opts.basis ? await this.useBasis(opts.basis, opts.affinity) : undefined;
     const entries: DirRecipeEntry[] = [];
     const batch = this.batch();
     let logicalBytes = 0;
@@ -274,7 +291,7 @@ export class LocalContentStore implements ContentStore {
           await walk(relPath);
         } else if (st.isFile()) {
           const chunking: Chunking = /^pages-\d+\.img$/.test(name) ? 'pages' : 'whole';
-          const r = await this.putFileInto(batch, abs, chunking);
+          const r = await this.putFileInto(batch, abs, chunking, chunking === 'pages' ? similarOf?.(relPath) : undefined);
           logicalBytes += r.logicalBytes;
           entries.push({ path: relPath, type: 'file', mode: st.mode & 0o7777, chunking, recipe: r.recipe });
         } else {
@@ -283,7 +300,8 @@ export class LocalContentStore implements ContentStore {
       }
     };
     await walk('');
-    const recipe: DirRecipe = { format: 'crab-dir/1', entries, logicalBytes };
+    const deltas = entries.some((e) => e.type === 'file' && e.recipe.deltas);
+    const recipe: DirRecipe = { format: deltas ? 'crab-dir/2' : 'crab-dir/1', entries, logicalBytes };
     const json = Buffer.from(JSON.stringify(recipe));
     const recipeDigest = sha256(json);
     batch.add(recipeDigest, json);
@@ -293,7 +311,7 @@ export class LocalContentStore implements ContentStore {
   }
 
   async materializeDir(recipe: DirRecipe, dest: string): Promise<void> {
-    if (recipe.format !== 'crab-dir/1') throw badRecipe(`unknown directory recipe format ${String(recipe.format)}`);
+    if (!DIR_FORMATS.includes(recipe.format)) throw badRecipe(`unknown directory recipe format ${String(recipe.format)}`);
     // a directory this call creates holds nothing to overwrite: its files are written in place
     const fresh = (await fsp.mkdir(dest, { recursive: true })) !== undefined;
     const files: Array<Extract<DirRecipeEntry, { type: 'file' }>> = [];
@@ -408,10 +426,11 @@ export class LocalContentStore implements ContentStore {
     batch: ChunkBatch,
     file: string,
     chunking: Chunking,
+    similar?: SimilarPages,
   ): Promise<{ recipe: FileRecipe; logicalBytes: number; sha256: string }> {
     const whole = createHash('sha256');
     const chunks: Digest[] = [];
-    const pages = chunking === 'pages' ? new PageWriter(this, batch) : null;
+    const pages = chunking === 'pages' ? new PageWriter(this, batch, similar) : null;
     const fh = await fsp.open(file, 'r');
     // +1 so a file read whole in one block sees EOF without a second allocation
     const blockHint = Math.max(PAGE_BYTES, Number((await fh.stat()).size) + 1);
@@ -447,13 +466,36 @@ export class LocalContentStore implements ContentStore {
   }
 
   /**
+   * Prepares a dump against `basis`: indexes its pages (`warmPageIndex`) and returns, when
+   * `affinity` is given, the similar basis pages of each file. An unreadable basis only costs bytes.
+   */
+  private async useBasis(basis: Digest, affinity?: ReadonlyMap<string, PageAffinity>): Promise<((path: string) => SimilarPages | undefined) | undefined> {
+    if (this.warmBases.has(basis) && !affinity?.size) return undefined;
+    const recipe = await unlessUnreadable(this.getJson<DirRecipe>(basis), basis, basis);
+    if (!this.warmBases.has(basis)) await this.warmPageIndex(basis, recipe);
+    if (!recipe || !affinity?.size) return undefined;
+    const files = new Map<string, FileRecipe>();
+    for (const e of recipe.entries) if (e.type === 'file' && e.chunking === 'pages') files.set(e.path, e.recipe);
+    return (p) => {
+      const a = affinity.get(p);
+      const basisFile = a && files.get(a.basisPath);
+      if (!a || !basisFile) return undefined;
+      try {
+        return { pages: a.pages, locations: basisPageLocations(basisFile, (d) => this.pageIndex.pagesOf(d)) };
+      } catch (err) {
+        if (!(err instanceof CrabError) || err.code !== 'STORE_BAD_RECIPE') throw err;
+        log.warn({ err, basis, path: a.basisPath }, 'basis file recipe malformed; its pages are not used for deltas');
+        return undefined;
+      }
+    };
+  }
+
+  /**
    * Indexes the pages of `basis` (a stored directory recipe) that this process has not seen, so
    * the next dump of the same processes reuses them (after a restart or a restore from elsewhere).
    * A basis chunk that is missing or corrupt is only skipped: it costs bytes, not this checkpoint.
    */
-  private async warmPageIndex(basis: Digest): Promise<void> {
-    if (this.warmBases.has(basis)) return;
-    const recipe = await unlessUnreadable(this.getJson<DirRecipe>(basis), basis, basis);
+  private async warmPageIndex(basis: Digest, recipe: DirRecipe | null): Promise<void> {
     const todo = new Set<Digest>();
     for (const e of recipe?.entries ?? []) if (e.type === 'file' && e.chunking === 'pages') for (const d of e.recipe.chunks) if (!this.pageIndex.has(d)) todo.add(d);
     await pool([...todo], WRITES_IN_FLIGHT, async (d) => {
@@ -463,12 +505,32 @@ export class LocalContentStore implements ContentStore {
     this.rememberBasis(basis);
   }
 
-  /** @internal Records the fingerprints of a `'pages'` chunk's full pages. */
-  indexChunkPages(digest: Digest, buf: Buffer, fingerprints?: string[]): void {
+  /**
+   * @internal Records the fingerprints of a `'pages'` chunk's full pages (for a chunk of XOR
+   * deltas: of the pages they give, with their bases).
+   */
+  indexChunkPages(digest: Digest, buf: Buffer, fingerprints?: string[], bases?: PageLocation[]): void {
     const pages = Math.ceil(buf.length / PAGE_BYTES);
     const fps = fingerprints ?? [];
     if (!fingerprints) for (let off = 0; off + PAGE_BYTES <= buf.length; off += PAGE_BYTES) fps.push(pageFingerprint(buf.subarray(off, off + PAGE_BYTES)));
-    this.pageIndex.add(digest, fps, pages);
+    this.pageIndex.add(digest, fps, pages, bases);
+  }
+
+  /** @internal Finishes a pending page chunk: names it, indexes its pages, adds it to the batch. Returns a new empty one. */
+  pageChunk(batch: ChunkBatch, p: PendingChunk): PendingChunk {
+    if (!p.pages.length) return p;
+    const buf = p.pages.length === 1 ? p.pages[0] : Buffer.concat(p.pages);
+    const digest = sha256(buf);
+    p.ref.digest = digest;
+    p.ref.pages = p.pages.length;
+    this.indexChunkPages(digest, buf, p.fingerprints, p.bases.length ? p.bases : undefined);
+    batch.add(digest, buf);
+    return newPendingChunk();
+  }
+
+  /** @internal A chunk's bytes, or null (with a warning) when it is missing or corrupt. */
+  getUnlessUnreadable(digest: Digest, basis: Digest | null): Promise<Buffer | null> {
+    return unlessUnreadable(this.get(digest), digest, basis ?? digest);
   }
 
   private rememberBasis(digest: Digest): void {
@@ -631,46 +693,121 @@ class ChunkBatch {
   }
 }
 
+/** Of a `'pages'` file being stored: per page, the index of a similar basis page (-1: none), and where the basis pages are. */
+interface SimilarPages {
+  pages: Int32Array;
+  locations: Array<PageLocation | undefined>;
+}
+
 /**
  * Writes one `'pages'` file into a batch: each full page already stored (page index) is named
  * where it is, and only the other pages are stored, in new chunks cut content-defined at page
- * granularity (after each page a cheap hash decides, as `DEFAULT_PAGE_CHUNKING` says). With an
- * empty index this gives exactly the chunks of plain content-defined chunking, and a plain recipe.
+ * granularity (after each page a cheap hash decides, as `DEFAULT_PAGE_CHUNKING` says), or as XOR
+ * deltas against a similar basis page. With an empty index and no similar pages this gives
+ * exactly the chunks of plain content-defined chunking, and a plain recipe.
  */
 class PageWriter {
   private readonly extents = new ExtentBuilder();
   private readonly refs = new Map<Digest, ChunkRef>();
   private pending = newPendingChunk();
+  private pendingDeltas = newPendingChunk();
+  /** Pages of the file seen so far. */
+  private pageNo = 0;
+  /** Base chunks read for the previous step (the next step's pages are usually near). */
+  private baseChunks = new Map<Digest, Buffer | null>();
 
   constructor(
     private readonly store: LocalContentStore,
     private readonly batch: ChunkBatch,
+    private readonly similar?: SimilarPages,
   ) {}
 
   /** The file's next bytes: whole pages, except at the end of the file. */
   async write(data: Buffer): Promise<void> {
+    const step = PAGES_PER_STEP * PAGE_BYTES;
+    for (let off = 0; off < data.length; off += step) await this.writeStep(data.subarray(off, Math.min(data.length, off + step)));
+  }
+
+  private async writeStep(data: Buffer): Promise<void> {
     const index = this.store.pageIndex;
     const fingerprints: Array<string | null> = [];
+    const bases: Array<PageLocation | undefined> = [];
     const named = new Set<Digest>();
-    for (let off = 0; off < data.length; off += PAGE_BYTES) {
+    for (let off = 0, i = 0; off < data.length; off += PAGE_BYTES, i++) {
       const fp = off + PAGE_BYTES <= data.length ? pageFingerprint(data.subarray(off, off + PAGE_BYTES)) : null;
       fingerprints.push(fp);
       const loc = fp === null ? undefined : index.lookup(fp);
-      if (loc) named.add(loc.chunk);
+      if (loc) for (const d of chunksOf(loc)) named.add(d);
+      const base = fp !== null && !loc ? this.similarBase(this.pageNo + i) : undefined;
+      bases.push(base);
+      if (base) named.add(base.chunk);
     }
+    this.pageNo += fingerprints.length;
     await this.batch.ensurePresent(named);
+    await this.readBaseChunks(bases);
     fingerprints.forEach((fp, i) => {
+      const page = data.subarray(i * PAGE_BYTES, Math.min(data.length, (i + 1) * PAGE_BYTES));
       // looked up again: during the await a gone chunk was forgotten, or another call re-mapped the page
       const loc = fp === null ? undefined : index.lookup(fp);
-      if (loc && this.batch.canName(loc.chunk)) this.extents.push(this.refOf(loc.chunk), loc.page);
-      else this.addNew(data.subarray(i * PAGE_BYTES, Math.min(data.length, (i + 1) * PAGE_BYTES)), fp);
+      if (loc && chunksOf(loc).every((d) => this.batch.canName(d))) this.pushLocation(loc);
+      else if (fp === null || !this.addDelta(page, fp, bases[i])) this.addNew(page, fp);
     });
   }
 
   /** The file's recipe, once all its bytes were written. */
   finish(size: number): FileRecipe {
     this.cut();
+    this.cutDeltas();
     return this.extents.recipe(size);
+  }
+
+  /** The plain basis page that page `n` of the file resembles, if the caller named one we can locate. */
+  private similarBase(n: number): PageLocation | undefined {
+    const k = this.similar?.pages[n];
+    const loc = k !== undefined && k >= 0 ? this.similar!.locations[k] : undefined;
+    return loc && (loc.base ?? { chunk: loc.chunk, page: loc.page });
+  }
+
+  private async readBaseChunks(bases: ReadonlyArray<PageLocation | undefined>): Promise<void> {
+    const want = new Set<Digest>();
+    for (const b of bases) if (b && this.batch.canName(b.chunk)) want.add(b.chunk);
+    const kept = new Map<Digest, Buffer | null>();
+    const todo: Digest[] = [];
+    for (const d of want) {
+      if (this.baseChunks.has(d)) kept.set(d, this.baseChunks.get(d)!);
+      else todo.push(d);
+    }
+    await pool(todo, WRITES_IN_FLIGHT, async (d) => void kept.set(d, await this.store.getUnlessUnreadable(d, null)));
+    this.baseChunks = kept;
+  }
+
+  /**
+   * Stores `page` as its XOR with `base`, when they differ in few bytes (or names the base when
+   * they are equal). False when there is no usable base: the caller stores the page plainly.
+   */
+  private addDelta(page: Buffer, fingerprint: string, base: PageLocation | undefined): boolean {
+    const chunk = base && this.baseChunks.get(base.chunk);
+    if (!base || !chunk || chunk.length < (base.page + 1) * PAGE_BYTES) return false;
+    const xor = Buffer.from(page);
+    xorInto(xor, chunk.subarray(base.page * PAGE_BYTES, (base.page + 1) * PAGE_BYTES));
+    let changed = 0;
+    for (let i = 0; i < PAGE_BYTES && changed <= DELTA_MAX_CHANGED_BYTES; i++) if (xor[i] !== 0) changed++;
+    if (changed > DELTA_MAX_CHANGED_BYTES) return false;
+    if (changed === 0) {
+      this.extents.push(this.refOf(base.chunk), base.page);
+      return true;
+    }
+    const p = this.pendingDeltas;
+    p.pages.push(xor);
+    p.fingerprints.push(fingerprint);
+    p.bases.push(base);
+    this.extents.push(p.ref, p.pages.length - 1, { chunk: this.refOf(base.chunk), page: base.page });
+    if (p.pages.length >= DELTA_CHUNK_PAGES) this.cutDeltas();
+    return true;
+  }
+
+  private pushLocation(loc: PageLocation): void {
+    this.extents.push(this.refOf(loc.chunk), loc.page, loc.base && { chunk: this.refOf(loc.base.chunk), page: loc.base.page });
   }
 
   private refOf(digest: Digest): ChunkRef {
@@ -690,20 +827,29 @@ class PageWriter {
   }
 
   private cut(): void {
-    const p = this.pending;
-    if (!p.pages.length) return;
-    const buf = p.pages.length === 1 ? p.pages[0] : Buffer.concat(p.pages);
-    const digest = sha256(buf);
-    p.ref.digest = digest;
-    p.ref.pages = p.pages.length;
-    this.store.indexChunkPages(digest, buf, p.fingerprints);
-    this.batch.add(digest, buf);
-    this.pending = newPendingChunk();
+    this.pending = this.store.pageChunk(this.batch, this.pending);
+  }
+
+  private cutDeltas(): void {
+    this.pendingDeltas = this.store.pageChunk(this.batch, this.pendingDeltas);
   }
 }
 
-function newPendingChunk(): { ref: ChunkRef; pages: Buffer[]; fingerprints: string[] } {
-  return { ref: { digest: null, pages: null }, pages: [], fingerprints: [] };
+/** The chunks naming this page needs: its own and, for a delta, its base's. */
+function chunksOf(loc: PageLocation): Digest[] {
+  return loc.base ? [loc.chunk, loc.base.chunk] : [loc.chunk];
+}
+
+/** A chunk of pages being filled: plain pages, or XOR deltas (each with its base). */
+interface PendingChunk {
+  ref: ChunkRef;
+  pages: Buffer[];
+  fingerprints: string[];
+  bases: PageLocation[];
+}
+
+function newPendingChunk(): PendingChunk {
+  return { ref: { digest: null, pages: null }, pages: [], fingerprints: [], bases: [] };
 }
 
 /** A basis chunk's value, or null (with a warning) when it is missing or corrupt: that costs bytes, not the checkpoint. */

@@ -7,6 +7,13 @@
  * verify see every chunk a recipe needs). Every page is 4 KiB except possibly the file's very
  * last one. A recipe whose extents would each take a whole chunk is written without `extents`
  * (the plain form: the chunks in file order): the same file then always gets the same recipe.
+ *
+ * XOR deltas (`FileRecipe.deltas`, optional): flat triplets `[extentIndex, baseChunkIndex,
+ * basePage, …]`, extent indexes increasing. The pages of such an extent are stored as the XOR of
+ * the real page with the page at the same position of a base run (`count` pages from `basePage`
+ * of the base chunk, itself always a plain extent's chunk: chains are one link long). A page
+ * that changed a few bytes since the previous dump is then a mostly-zero page, which zstd
+ * stores in a few dozen bytes.
  */
 import { PAGE_BYTES, type Digest, type FileRecipe } from './content-store.js';
 import { badRecipe } from './errors.js';
@@ -18,51 +25,74 @@ export interface ChunkRef {
   pages: number | null;
 }
 
+/** Where a delta extent's base pages are: `page` of `chunk`, then the pages after it. */
+export interface BaseRef {
+  chunk: ChunkRef;
+  page: number;
+}
+
 interface Extent {
   chunk: ChunkRef;
   first: number;
   count: number;
+  base?: BaseRef;
 }
 
 /** Collects a file's pages in order, merging neighbours that are neighbours in one chunk too. */
 export class ExtentBuilder {
   private readonly extents: Extent[] = [];
 
-  /** The file's next page is page `page` of `chunk`. */
-  push(chunk: ChunkRef, page: number): void {
+  /** The file's next page is page `page` of `chunk` (XORed with the base page, when given). */
+  push(chunk: ChunkRef, page: number, base?: BaseRef): void {
     const last = this.extents[this.extents.length - 1];
-    if (last && last.chunk === chunk && last.first + last.count === page) last.count++;
-    else this.extents.push({ chunk, first: page, count: 1 });
+    const follows =
+      last &&
+      last.chunk === chunk &&
+      last.first + last.count === page &&
+      (base ? last.base?.chunk === base.chunk && last.base.page + last.count === base.page : !last.base);
+    if (follows) last.count++;
+    else this.extents.push({ chunk, first: page, count: 1, base: base ? { ...base } : undefined });
   }
 
   /** The recipe; every chunk's digest must be known by now. */
   recipe(size: number): FileRecipe {
-    const digests = this.extents.map((e) => {
-      if (e.chunk.digest === null) throw new Error('page extent names a chunk that was never finished'); // a bug, not input
-      return e.chunk.digest;
-    });
-    if (this.extents.every((e) => e.first === 0 && e.count === e.chunk.pages)) return { size, chunks: digests };
+    const digestOf = (c: ChunkRef): Digest => {
+      if (c.digest === null) throw new Error('page extent names a chunk that was never finished'); // a bug, not input
+      return c.digest;
+    };
+    if (this.extents.every((e) => !e.base && e.first === 0 && e.count === e.chunk.pages)) return { size, chunks: this.extents.map((e) => digestOf(e.chunk)) };
     const chunks: Digest[] = [];
     const index = new Map<Digest, number>();
-    const flat: number[] = [];
-    this.extents.forEach((e, k) => {
-      let i = index.get(digests[k]);
+    const indexOf = (c: ChunkRef): number => {
+      const d = digestOf(c);
+      let i = index.get(d);
       if (i === undefined) {
-        index.set(digests[k], (i = chunks.length));
-        chunks.push(digests[k]);
+        index.set(d, (i = chunks.length));
+        chunks.push(d);
       }
-      flat.push(i, e.first, e.count);
+      return i;
+    };
+    const flat: number[] = [];
+    const deltas: number[] = [];
+    this.extents.forEach((e, k) => {
+      flat.push(indexOf(e.chunk), e.first, e.count);
+      if (e.base) deltas.push(k, indexOf(e.base.chunk), e.base.page);
     });
-    return { size, chunks, extents: flat };
+    return deltas.length ? { size, chunks, extents: flat, deltas } : { size, chunks, extents: flat };
   }
 }
 
-/** One run of pages to copy: `count` pages from page `first` of chunk `chunk` (index into `recipe.chunks`), to byte `offset` of the file. */
+/**
+ * One run of pages to copy: `count` pages from page `first` of chunk `chunk` (index into
+ * `recipe.chunks`), to byte `offset` of the file; XORed with as many pages from page `base.first`
+ * of chunk `base.chunk`, for a delta extent.
+ */
 export interface ExtentRead {
   chunk: number;
   offset: number;
   first: number;
   count: number;
+  base?: { chunk: number; first: number };
 }
 
 /**
@@ -88,8 +118,24 @@ export function planExtentReads(recipe: FileRecipe & { extents: number[] }): Ext
   if (recipe.size > offset || recipe.size <= offset - PAGE_BYTES) {
     throw badRecipe(`recipe says ${recipe.size} bytes but its extents hold ${offset / PAGE_BYTES} pages`, { size: recipe.size });
   }
+  const d = recipe.deltas ?? [];
+  if (!Array.isArray(d) || d.length % 3 !== 0) throw badRecipe('file recipe deltas must be [extent, baseChunk, basePage] triplets');
+  for (let k = 0; k < d.length; k += 3) {
+    const [extent, chunk, first] = [d[k], d[k + 1], d[k + 2]];
+    const valid = [extent, chunk, first].every((n) => Number.isSafeInteger(n) && n >= 0) && extent < reads.length && chunk < recipe.chunks.length;
+    if (!valid || (k > 0 && extent <= d[k - 3])) {
+      throw badRecipe(`file recipe delta ${k / 3} is not a valid [extent, baseChunk, basePage] triplet in extent order`, { delta: [extent, chunk, first] });
+    }
+    used.add(chunk);
+    reads[extent].base = { chunk, first };
+  }
   if (used.size !== recipe.chunks.length) throw badRecipe('file recipe lists chunks that no extent uses');
   return reads;
+}
+
+/** The chunks a read needs in memory: its own, and its base's. */
+function chunksOf(r: ExtentRead): number[] {
+  return r.base ? [r.chunk, r.base.chunk] : [r.chunk];
 }
 
 /**
@@ -107,9 +153,9 @@ export function extentWindows(reads: readonly ExtentRead[], maxBytes: number, ma
     while (i < reads.length) {
       const r = reads[i];
       const len = r.count * PAGE_BYTES;
-      const newChunk = !chunks.has(r.chunk);
-      if (chunks.size > 0 && (bytes + len > maxBytes || (newChunk && chunks.size >= maxChunks))) break;
-      chunks.add(r.chunk);
+      const added = chunksOf(r).filter((c) => !chunks.has(c)).length;
+      if (chunks.size > 0 && (bytes + len > maxBytes || (added > 0 && chunks.size + added > maxChunks))) break;
+      for (const c of chunksOf(r)) chunks.add(c);
       bytes += len;
       i++;
     }
@@ -120,10 +166,30 @@ export function extentWindows(reads: readonly ExtentRead[], maxBytes: number, ma
 
 /** The bytes of `read` within `chunk`; checks the chunk is long enough (the file's end may be short). */
 export function sliceExtent(chunk: Buffer, read: ExtentRead, fileSize: number): Buffer {
-  const want = Math.min(read.count * PAGE_BYTES, fileSize - read.offset);
-  const start = read.first * PAGE_BYTES;
+  return slicePages(chunk, read.first, Math.min(read.count * PAGE_BYTES, fileSize - read.offset), read);
+}
+
+/**
+ * Copies the file bytes of `read` to `out` at `at`: its chunk's pages, XORed with its base's
+ * for a delta extent. `chunkOf` gives a chunk (by index into `recipe.chunks`) already in memory.
+ * Returns the bytes copied.
+ */
+export function copyExtent(read: ExtentRead, chunkOf: (index: number) => Buffer, fileSize: number, out: Buffer, at: number): number {
+  const own = sliceExtent(chunkOf(read.chunk), read, fileSize);
+  own.copy(out, at);
+  if (read.base) xorInto(out.subarray(at, at + own.length), slicePages(chunkOf(read.base.chunk), read.base.first, own.length, read));
+  return own.length;
+}
+
+function slicePages(chunk: Buffer, first: number, want: number, read: ExtentRead): Buffer {
+  const start = first * PAGE_BYTES;
   if (start + want > chunk.length) {
-    throw badRecipe(`file recipe extent wants pages ${read.first}..${read.first + read.count - 1} of a ${chunk.length}-byte chunk`, { read });
+    throw badRecipe(`file recipe extent wants pages ${first}..${first + Math.ceil(want / PAGE_BYTES) - 1} of a ${chunk.length}-byte chunk`, { read });
   }
   return chunk.subarray(start, start + want);
+}
+
+/** `target ^= other`, byte for byte (`other` at least as long). */
+export function xorInto(target: Uint8Array, other: Uint8Array): void {
+  for (let i = 0; i < target.length; i++) target[i] ^= other[i];
 }

@@ -22,6 +22,8 @@ export interface PageLocation {
   chunk: Digest;
   /** Index of the page within the chunk. */
   page: number;
+  /** For a page stored as an XOR delta: the (plain) page it is XORed with. */
+  base?: PageLocation;
 }
 
 /** Default bound: fingerprints of 1 Mi pages (4 GiB of distinct pages, ~110 MiB of memory). */
@@ -54,7 +56,7 @@ export class PageIndex {
   /** Where a page with this fingerprint is stored, if known. */
   lookup(fingerprint: string): PageLocation | undefined {
     const loc = this.byPage.get(fingerprint);
-    if (loc && this.gone.has(loc.chunk)) {
+    if (loc && (this.gone.has(loc.chunk) || (loc.base && this.gone.has(loc.base.chunk)))) {
       this.byPage.delete(fingerprint);
       return undefined;
     }
@@ -73,16 +75,17 @@ export class PageIndex {
 
   /**
    * Records that `chunk` (of `pages` pages) starts with pages of these fingerprints, in order
-   * (a short last page has none). Re-adding refreshes them; the oldest entries beyond the bound
-   * are evicted.
+   * (a short last page has none). For a chunk of XOR deltas, `bases[i]` is the plain page that
+   * page i is XORed with and the fingerprints are of the pages it gives. Re-adding refreshes
+   * them; the oldest entries beyond the bound are evicted.
    */
-  add(chunk: Digest, fingerprints: readonly string[], pages = fingerprints.length): void {
+  add(chunk: Digest, fingerprints: readonly string[], pages = fingerprints.length, bases?: readonly PageLocation[]): void {
     this.gone.delete(chunk);
     this.chunkPages.delete(chunk);
     this.chunkPages.set(chunk, pages);
     fingerprints.forEach((fp, page) => {
       this.byPage.delete(fp); // re-insert: the Map's order is the eviction order
-      this.byPage.set(fp, { chunk, page });
+      this.byPage.set(fp, bases ? { chunk, page, base: bases[page] } : { chunk, page });
     });
     for (const fp of this.byPage.keys()) {
       if (this.byPage.size <= this.maxPages) break;

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { LocalContentStore, sha256 } from '../../../src/store/local-content-store.js';
-import { PAGE_BYTES } from '../../../src/store/content-store.js';
+import { PAGE_BYTES, type PageAffinity } from '../../../src/store/content-store.js';
 import { CrabError } from '../../../src/core/errors.js';
 import { testPrefix } from '../../support/root.js';
 
@@ -261,4 +261,88 @@ test('page reuse never names a chunk the disk lost: a swept chunk, a corrupt bas
     const rd = await (await LocalContentStore.open(s.root)).putDir(b, { basis: ra.recipeDigest });
     await s.materializeDir(rd.recipe, path.join(dir, 'out3'));
     assert.deepEqual(await fs.readFile(path.join(dir, 'out3', 'pages-1.img')), bBytes);
+  }));
+
+/**
+ * A dump `a` of 512 random pages at pages-1.img, and `b`: pages-2.img, the same process a turn
+ * later, with two pages inserted at the front (heap growth: its pages moved in the file), 30
+ * pages with a few words changed, and 3 pages rewritten whole. `affinity` maps b's pages to a's.
+ */
+async function movedDumps(dir: string): Promise<{ a: string; b: string; bBytes: Buffer; affinity: Map<string, PageAffinity> }> {
+  const aBytes = randomBytes(512 * PAGE_BYTES);
+  const grown = Buffer.concat([randomBytes(2 * PAGE_BYTES), aBytes]);
+  for (let i = 0; i < 30; i++) for (let w = 0; w < 4; w++) randomBytes(8).copy(grown, (2 + 5 + i * 13) * PAGE_BYTES + w * 512);
+  for (const p of [101, 201, 301]) randomBytes(PAGE_BYTES).copy(grown, (2 + p) * PAGE_BYTES);
+  const pages = Int32Array.from({ length: 514 }, (_, i) => i - 2); // the two new pages have none (-1, -2 is out of range too)
+  pages[0] = -1;
+  await fs.mkdir(path.join(dir, 'a'), { recursive: true });
+  await fs.mkdir(path.join(dir, 'b'), { recursive: true });
+  await fs.writeFile(path.join(dir, 'a', 'pages-1.img'), aBytes);
+  await fs.writeFile(path.join(dir, 'b', 'pages-2.img'), grown);
+  return { a: path.join(dir, 'a'), b: path.join(dir, 'b'), bBytes: grown, affinity: new Map([['pages-2.img', { basisPath: 'pages-1.img', pages }]]) };
+}
+
+test('XOR deltas: pages with a few changed words cost a few bytes each, restore exactly, and chains stay one link long', () =>
+  withStore(async (s, dir) => {
+    const { a, b, bBytes, affinity } = await movedDumps(dir);
+    const ra = await s.putDir(a);
+    const rb = await s.putDir(b, { basis: ra.recipeDigest, affinity });
+    const e = rb.recipe.entries.find((x) => x.path === 'pages-2.img');
+    assert.ok(e?.type === 'file' && e.recipe.deltas, 'a recipe with deltas');
+    assert.equal(rb.recipe.format, 'crab-dir/2');
+    assert.equal(e.recipe.deltas.length / 3, 30, 'one delta extent per changed page');
+    // 2 new + 3 rewritten random pages, 30 deltas of 32 changed bytes, the recipe
+    assert.ok(rb.newBytes < 5 * PAGE_BYTES + 16 * 1024, `new bytes ${rb.newBytes}`);
+    await s.materializeDir(rb.recipe, path.join(dir, 'out'));
+    assert.deepEqual(await fs.readFile(path.join(dir, 'out', 'pages-2.img')), bBytes);
+    // without the hint, the same dump stores the 30 changed pages whole
+    const plain = await LocalContentStore.open(path.join(dir, 'plain'));
+    const pa = await plain.putDir(a);
+    const pb = await plain.putDir(b, { basis: pa.recipeDigest });
+    assert.ok(pb.newBytes > 30 * PAGE_BYTES, `plain ${pb.newBytes}`);
+    // a third dump against b: an unchanged delta page is named as it is, a changed one is cut
+    // against its plain base (not against b's delta), and GC sees every chunk a restore needs
+    const c = Buffer.from(bBytes);
+    randomBytes(8).copy(c, (2 + 5) * PAGE_BYTES + 1024);
+    await fs.mkdir(path.join(dir, 'c'), { recursive: true });
+    await fs.writeFile(path.join(dir, 'c', 'pages-3.img'), c);
+    const same = Int32Array.from({ length: 514 }, (_, i) => i);
+    const rc = await s.putDir(path.join(dir, 'c'), { basis: rb.recipeDigest, affinity: new Map([['pages-3.img', { basisPath: 'pages-2.img', pages: same }]]) });
+    const ec = rc.recipe.entries.find((x) => x.path === 'pages-3.img');
+    assert.ok(ec?.type === 'file' && ec.recipe.deltas);
+    const aChunks = new Set(ra.recipe.entries.flatMap((x) => (x.type === 'file' ? x.recipe.chunks : [])));
+    for (let k = 0; k < ec.recipe.deltas.length; k += 3) assert.ok(aChunks.has(ec.recipe.chunks[ec.recipe.deltas[k + 1]]), 'every base is a page of the plain dump a');
+    await fs.rm(path.join(dir, 'out'), { recursive: true });
+    await s.materializeDir(rc.recipe, path.join(dir, 'out'));
+    assert.deepEqual(await fs.readFile(path.join(dir, 'out', 'pages-3.img')), c);
+  }));
+
+test('XOR deltas are only a hint: wrong, out-of-range or unreadable basis pages still restore exactly', () =>
+  withStore(async (s, dir) => {
+    const { a, b, bBytes } = await movedDumps(dir);
+    const ra = await s.putDir(a);
+    const wrong = Int32Array.from({ length: 514 }, (_, i) => (i * 7919) % 600); // shuffled, some past a's end
+    const cases: Array<[string, ReadonlyMap<string, PageAffinity>]> = [
+      ['wrong pages', new Map([['pages-2.img', { basisPath: 'pages-1.img', pages: wrong }]])],
+      ['a basis file that does not exist', new Map([['pages-2.img', { basisPath: 'pages-9.img', pages: wrong }]])],
+      ['a hint shorter than the file', new Map([['pages-2.img', { basisPath: 'pages-1.img', pages: new Int32Array(3) }]])],
+    ];
+    for (const [why, affinity] of cases) {
+      const fresh = await LocalContentStore.open(s.root); // cold index: every changed page looks for a base
+      const rb = await fresh.putDir(b, { basis: ra.recipeDigest, affinity });
+      const out = path.join(dir, `out-${why.replaceAll(' ', '-')}`);
+      await fresh.materializeDir(rb.recipe, out);
+      assert.deepEqual(await fs.readFile(path.join(out, 'pages-2.img')), bBytes, why);
+    }
+    // a base chunk lost since: skipped with a warning, the page is stored plainly
+    const e = ra.recipe.entries.find((x) => x.path === 'pages-1.img');
+    assert.ok(e?.type === 'file');
+    for (const d of e.recipe.chunks) await fs.rm(s.chunkPath(d));
+    const pages = Int32Array.from({ length: 514 }, (_, i) => i - 2);
+    const fresh = await LocalContentStore.open(s.root);
+    const rb = await fresh.putDir(b, { basis: ra.recipeDigest, affinity: new Map([['pages-2.img', { basisPath: 'pages-1.img', pages }]]) });
+    const eb = rb.recipe.entries.find((x) => x.path === 'pages-2.img');
+    assert.ok(eb?.type === 'file' && !eb.recipe.deltas);
+    await fresh.materializeDir(rb.recipe, path.join(dir, 'out-lost'));
+    assert.deepEqual(await fs.readFile(path.join(dir, 'out-lost', 'pages-2.img')), bBytes);
   }));

@@ -2,7 +2,8 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { PAGE_BYTES, type FileRecipe } from '../../../src/store/content-store.js';
 import { CrabError } from '../../../src/core/errors.js';
-import { ExtentBuilder, extentWindows, planExtentReads, sliceExtent, type ChunkRef } from '../../../src/store/page-extents.js';
+import { ExtentBuilder, copyExtent, extentWindows, planExtentReads, sliceExtent, type ChunkRef } from '../../../src/store/page-extents.js';
+import { basisPageLocations } from '../../../src/store/page-basis.js';
 import { PageIndex, pageIndexBound } from '../../../src/store/page-index.js';
 
 const A = 'a'.repeat(64);
@@ -112,4 +113,73 @@ test('pageIndexBound: CRAB_PAGE_INDEX_PAGES unset, a count, 0, or rejected with 
     if (want === 'invalid') assert.throws(() => pageIndexBound(value), (e: unknown) => e instanceof CrabError && e.code === 'CONFIG_INVALID' && !!e.hint, String(value));
     else assert.equal(pageIndexBound(value), want, String(value));
   }
+});
+
+test('ExtentBuilder with bases: delta extents merge only when both runs continue, and are never the plain form', () => {
+  const a = ref(A, 2);
+  const b = ref(B, 4);
+  const x = new ExtentBuilder();
+  x.push(a, 0, { chunk: b, page: 1 });
+  x.push(a, 1, { chunk: b, page: 2 }); // both continue: one extent
+  x.push(b, 3); // a plain page
+  x.push(b, 0, { chunk: a, page: 0 }); // base elsewhere
+  x.push(b, 1, { chunk: a, page: 0 }); // base does not continue: a new extent
+  assert.deepEqual(x.recipe(5 * PAGE_BYTES), { size: 5 * PAGE_BYTES, chunks: [A, B], extents: [0, 0, 2, 1, 3, 1, 1, 0, 1, 1, 1, 1], deltas: [0, 1, 1, 2, 0, 0, 3, 0, 0] });
+  const whole = new ExtentBuilder();
+  whole.push(a, 0, { chunk: b, page: 0 });
+  whole.push(a, 1, { chunk: b, page: 1 });
+  assert.deepEqual(whole.recipe(2 * PAGE_BYTES), { size: 2 * PAGE_BYTES, chunks: [A, B], extents: [0, 0, 2], deltas: [0, 1, 0] });
+});
+
+test('planExtentReads with deltas: bases attached to their extents; malformed deltas are STORE_BAD_RECIPE', () => {
+  const plan = planExtentReads({ size: 2 * PAGE_BYTES, chunks: [A, B], extents: [0, 0, 1, 0, 1, 1], deltas: [1, 1, 5] });
+  assert.deepEqual(plan[1], { chunk: 0, offset: PAGE_BYTES, first: 1, count: 1, base: { chunk: 1, first: 5 } });
+  assert.equal(plan[0].base, undefined);
+  const bad: Array<[string, number[]]> = [
+    ['not triplets', [0, 1]],
+    ['extent out of range', [2, 1, 0]],
+    ['base chunk out of range', [0, 2, 0]],
+    ['extents not increasing', [1, 1, 0, 0, 1, 0]],
+    ['negative page', [0, 1, -1]],
+  ];
+  for (const [why, deltas] of bad) {
+    assert.throws(() => planExtentReads({ size: 2 * PAGE_BYTES, chunks: [A, B], extents: [0, 0, 1, 0, 1, 1], deltas }), (e: unknown) => e instanceof CrabError && e.code === 'STORE_BAD_RECIPE', why);
+  }
+  assert.throws(() => planExtentReads({ size: PAGE_BYTES, chunks: [A, B], extents: [0, 0, 1] }), (e: unknown) => e instanceof CrabError && e.code === 'STORE_BAD_RECIPE', 'a base chunk no delta uses');
+});
+
+test('copyExtent: a delta extent gives its pages XORed with the base pages; a short end of file too', () => {
+  const page = (fill: number) => Buffer.alloc(PAGE_BYTES, fill);
+  const plainChunk = Buffer.concat([page(0x0f), page(0xf0)]);
+  const deltaChunk = Buffer.concat([page(0x01), page(0x02)]);
+  const chunkOf = (i: number) => [deltaChunk, plainChunk][i];
+  const out = Buffer.alloc(2 * PAGE_BYTES - 7);
+  const n = copyExtent({ chunk: 0, offset: 0, first: 0, count: 2, base: { chunk: 1, first: 0 } }, chunkOf, out.length, out, 0);
+  assert.equal(n, out.length);
+  assert.equal(out[0], 0x0e);
+  assert.equal(out[PAGE_BYTES], 0xf2);
+  assert.equal(out[out.length - 1], 0xf2);
+  assert.throws(() => copyExtent({ chunk: 0, offset: 0, first: 0, count: 1, base: { chunk: 1, first: 2 } }, chunkOf, PAGE_BYTES, Buffer.alloc(PAGE_BYTES), 0), (e: unknown) => e instanceof CrabError && e.code === 'STORE_BAD_RECIPE', 'a base past its chunk');
+});
+
+test('basisPageLocations: plain form through the chunk page counts, extents with and without bases', () => {
+  const pagesOf = (d: string) => ({ [A]: 2, [B]: 1 })[d];
+  assert.deepEqual(basisPageLocations({ size: 3 * PAGE_BYTES, chunks: [A, B] }, pagesOf), [
+    { chunk: A, page: 0 },
+    { chunk: A, page: 1 },
+    { chunk: B, page: 0 },
+  ]);
+  assert.deepEqual(basisPageLocations({ size: 3 * PAGE_BYTES, chunks: [C, A] }, pagesOf), [undefined, undefined, undefined], 'an unknown chunk length: nothing after it is known');
+  assert.deepEqual(basisPageLocations({ size: 2 * PAGE_BYTES, chunks: [A, B], extents: [0, 1, 1, 1, 0, 1], deltas: [1, 0, 0] }, pagesOf), [
+    { chunk: A, page: 1 },
+    { chunk: B, page: 0, base: { chunk: A, page: 0 } },
+  ]);
+});
+
+test('PageIndex: a delta location is gone when its base chunk is', () => {
+  const ix = new PageIndex();
+  ix.add(B, ['d0'], 1, [{ chunk: A, page: 3 }]);
+  assert.deepEqual(ix.lookup('d0'), { chunk: B, page: 0, base: { chunk: A, page: 3 } });
+  ix.forget(A);
+  assert.equal(ix.lookup('d0'), undefined);
 });
