@@ -105,6 +105,57 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     await Promise.all(forks.map((f) => m.remove(f.sandboxId)));
   });
 
+  test('a process whose memory changes a few bytes a turn is stored as XOR deltas, and rolls back to exactly that memory', async () => {
+    const id = `${prefix}-delta`;
+    await m.create({ name: id, packages: ['python3'] });
+    const s = (cmd: string) => m.exec(id, cmd, { session: 'main' });
+    // 4 MiB of random bytes; each SIGUSR1 bumps one byte in each of 64 pages and records the digest
+    const script = [
+      'import hashlib, os, signal, time',
+      'buf = bytearray(os.urandom(4 << 20))',
+      'n = 0',
+      'def bump(*_):',
+      '    global n',
+      '    n += 1',
+      '    for i in range(0, len(buf), 65536): buf[i] = (buf[i] + 1) % 256',
+      '    open("/tmp/state.tmp", "w").write(f"{n} {hashlib.sha256(buf).hexdigest()}\\n"); os.rename("/tmp/state.tmp", "/tmp/state")',
+      'signal.signal(signal.SIGUSR1, bump)',
+      'bump()',
+      'while True: time.sleep(3600)',
+    ].join('\n');
+    await s(`printf '%s\\n' '${script}' > /tmp/mem.py`);
+    await s('python3 /tmp/mem.py &'); // job %1 is python itself
+    const state = async (n: number): Promise<string> => {
+      for (let i = 0; i < 100; i++) {
+        const text = (await s('cat /tmp/state 2>/dev/null')).stdout.trim();
+        if (text.startsWith(`${n} `)) return text;
+        await sleep(20);
+      }
+      throw new Error(`/tmp/state never reached ${n}`);
+    };
+    await state(1);
+    const first = await cr.take(id, { kind: 'full', turn: 1 });
+    const states: string[] = [];
+    const cks = [];
+    for (let turn = 2; turn <= 3; turn++) {
+      await s('kill -USR1 %1');
+      states.push(await state(turn));
+      cks.push(await cr.take(id, { kind: 'process', turn }));
+    }
+    for (const ck of cks) {
+      const recipe = await cr.store.getJson<DirRecipe>(ck.checkpoint.processImage!);
+      assert.equal(recipe.format, 'crab-dir/2', 'the image holds deltas');
+      assert.ok(recipe.entries.some((e) => e.type === 'file' && (e.recipe.deltas?.length ?? 0) > 0));
+      // 64 changed random pages would be 256 KiB stored whole; as deltas they are a few bytes each
+      assert.ok(ck.newBytes < 160 * 1024, `turn ${ck.checkpoint.turn} wrote ${ck.newBytes} bytes (first: ${first.newBytes})`);
+    }
+    // back to turn 2: the memory is turn 2's, so one more bump gives exactly turn 3's digest
+    await cr.rollback(id, cks[0]!.checkpoint.id);
+    assert.equal(await state(2), states[0]);
+    await s('kill -USR1 %1');
+    assert.equal(await state(3), states[1]);
+  });
+
   test('gc keeps a shared fork layer while a fork or a checkpoint of a fork names it, then removes it; a later fork rebuilds it', async () => {
     const id = `${prefix}-layer`;
     await m.create({ name: id });
