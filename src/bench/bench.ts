@@ -40,7 +40,7 @@ export interface ModeSummary {
   correctness: number;
   runs: number;
   overhead_vs_none: number | null;
-  /** New bytes written to the store against full mode's, both through the same deduplicating store. */
+  /** Bytes written against full mode's, each run charged as if it had the deduplicating store to itself (`own-traffic.ts`). */
   traffic_vs_full: number | null;
   /** The same over the agent's turns (boundaries 1..N): the setup's base checkpoint, alike in every mode, left out. */
   traffic_vs_full_turns: number | null;

@@ -13,6 +13,7 @@ import type { ExecResult } from '../sandbox/channel.js';
 import type { Action, Trace } from './trace.js';
 import type { ReplayPayload } from './replay-upstream.js';
 import { finalState, stateDifference, type FinalState, type Noise } from './final-state.js';
+import { runTraffic } from './own-traffic.js';
 
 
 export type BenchMode = 'none' | 'chat-only' | 'full' | 'crab';
@@ -45,7 +46,10 @@ export interface RunResult {
   correct: boolean;
   reason: string | null;
   wall_ms: number;
+  /** What the checkpoints would write to a store of their own (`own-traffic.ts`): shared content is charged to every run that uses it. */
   ckpt_bytes: number;
+  /** What the checkpoints actually wrote to the shared store (depends on which run stored shared content first). */
+  ckpt_store_bytes: number;
   /** New bytes of the checkpoints at boundaries 1..N: what the agent's turns cost, the setup's base checkpoint left out. */
   ckpt_bytes_turns: number;
   /** What the checkpoints hold (files + process images) before dedup. */
@@ -58,7 +62,7 @@ export interface RunResult {
    */
   turns: { judged: number; skipped: number };
   /** Every checkpoint the run took: at which boundary, of which kind, its new bytes and why. */
-  checkpoints: Array<{ turn: number | null; kind: string; new_bytes: number; reasons: string[] }>;
+  checkpoints: Array<{ turn: number | null; kind: string; new_bytes: number; store_new_bytes: number; reasons: string[] }>;
   gate_wait_ms: { p50: number; p99: number };
   gate_waits: number[];
   restore_ms: number | null;
@@ -105,6 +109,7 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     reason: null,
     wall_ms: 0,
     ckpt_bytes: 0,
+    ckpt_store_bytes: 0,
     ckpt_bytes_turns: 0,
     ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 },
@@ -306,14 +311,18 @@ async function collectFigures(host: CrabHost, id: string, result: RunResult): Pr
   const skipped = [...boundaries].filter((t) => !taken.has(t));
   result.ckpts.skip = skipped.length;
   result.turns = { judged: [...boundaries].filter((t) => t >= 1).length, skipped: skipped.filter((t) => t >= 1).length };
-  for (const c of cks) {
+  // charged as if the run had the store to itself: shared content is not free for whoever came second
+  const own = await runTraffic(host.checkpointer.store, cks);
+  cks.forEach((c, i) => {
+    const bytes = own[i]!;
     result.ckpts[c.kind]++;
-    result.ckpt_bytes += c.newBytes;
-    if (c.turn !== null && c.turn >= 1) result.ckpt_bytes_turns += c.newBytes;
+    result.ckpt_bytes += bytes;
+    result.ckpt_store_bytes += c.newBytes;
+    if (c.turn !== null && c.turn >= 1) result.ckpt_bytes_turns += bytes;
     result.ckpt_logical_bytes += c.logicalBytes;
-    if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + c.newBytes;
-    result.checkpoints.push({ turn: c.turn, kind: c.kind, new_bytes: c.newBytes, reasons: reasonsOf(c.effects) });
-  }
+    if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + bytes;
+    result.checkpoints.push({ turn: c.turn, kind: c.kind, new_bytes: bytes, store_new_bytes: c.newBytes, reasons: reasonsOf(c.effects) });
+  });
 }
 
 /** The turn controller's reasons for a checkpoint's kind, from its effect report (none for manual checkpoints). */

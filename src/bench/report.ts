@@ -40,7 +40,7 @@ export function renderTable(rep: BenchReport): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   lines.push(row(head, widths), row(widths.map((w) => '-'.repeat(w)), widths), ...body.map((b) => row(b, widths)));
   lines.push('');
-  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'written', 'traffic vs full (both dedup)', 'of turns', 'before dedup', 'vs conventional full', 'gate p99 ms', 'restore p50 ms', 'skip (turns)', 'skip (boundaries)'];
+  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'written', 'traffic vs full (dedup)', 'of turns', 'before dedup', 'vs conventional full', 'gate p99 ms', 'restore p50 ms', 'skip (turns)', 'skip (boundaries)'];
   const sb = Object.entries(rep.summary).map(([mode, s]) => [
     mode,
     pct(s.correctness),
@@ -69,7 +69,7 @@ export function renderTable(rep: BenchReport): string {
   lines.push(
     '',
     'per trace: the no-fault run (wall, ckpts, traffic, gate waits); restore ms, re-run turns and tokens wasted over its fault runs',
-    'written: new bytes the no-fault runs wrote; traffic: the same against full (crab and full share one deduplicating store); of turns: the same without boundary 0 (the setup); before dedup: what the checkpoints hold; ' +
+    "written: what the no-fault runs' checkpoints would write to a store of their own (deduplicated within the run; content another run stored first is not free); traffic: the same against full; of turns: the same without boundary 0 (the setup); before dedup: what the checkpoints hold; " +
       'vs conventional full: new bytes against full checkpoints written whole every turn',
     'skip (turns): agent turns whose boundary took no checkpoint (boundary k judges turn k); skip (boundaries): the same with ' +
       'boundary 0 counted, the setup, where every mode takes its base checkpoint',

@@ -89,7 +89,7 @@ test('state comparison ignores what two clean runs disagree on, nothing else', (
 
 function run(p: Partial<RunResult>): RunResult {
   return {
-    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_bytes_turns: 0, ckpt_logical_bytes: 0,
+    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_store_bytes: 0, ckpt_bytes_turns: 0, ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 }, turns: { judged: 0, skipped: 0 }, checkpoints: [], gate_wait_ms: { p50: 0, p99: 0 }, gate_waits: [], restore_ms: null,
     turns_rerun: 0, tokens_wasted: 0, bytes_per_turn: [], ...p,
   };
@@ -127,7 +127,7 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   const runs = [
     run({ final: s }),
     run({ mode: 'full', ckpt_bytes: 1000, gate_wait_ms: { p50: 3, p99: 40 }, final: s }),
-    run({ mode: 'crab', ckpt_bytes: 80, final: s, checkpoints: [{ turn: 0, kind: 'full', new_bytes: 60, reasons: ['first-boundary'] }, { turn: 2, kind: 'fs', new_bytes: 20, reasons: ['fs-changed'] }] }),
+    run({ mode: 'crab', ckpt_bytes: 80, final: s, checkpoints: [{ turn: 0, kind: 'full', new_bytes: 60, store_new_bytes: 60, reasons: ['first-boundary'] }, { turn: 2, kind: 'fs', new_bytes: 20, store_new_bytes: 20, reasons: ['fs-changed'] }] }),
     run({ mode: 'crab', fault: 'after-actions:2', restore_ms: 300, turns_rerun: 1, tokens_wasted: 0, final: s }),
     run({ mode: 'crab', fault: 'mid-wait:3', restore_ms: 500, turns_rerun: 2, tokens_wasted: 1234, final: s }),
   ];

@@ -1,0 +1,27 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { ownTraffic, usePages, useWhole, type ChunkUses } from '../../../src/bench/own-traffic.js';
+
+const sizes: Record<string, number> = { a: 1000, b: 400, c: 800 };
+const pages: Record<string, number> = { a: 1, b: 4, c: 8 };
+
+function ck(...uses: Array<[string, number, number] | string>): ChunkUses {
+  const m: ChunkUses = new Map();
+  for (const u of uses) {
+    if (typeof u === 'string') useWhole(m, u);
+    else usePages(m, ...u);
+  }
+  return m;
+}
+
+test('ownTraffic: a chunk costs its size the first time the run uses it, pro rata of the pages it names', () => {
+  const rows: Array<[string, ChunkUses[], number[]]> = [
+    ['nothing', [], []],
+    ['a chunk used again is free', [ck('a'), ck('a'), ck('a', 'b')], [1000, 0, 400]],
+    ['one page of four, then two more, then the whole', [ck(['b', 0, 1]), ck(['b', 0, 3]), ck('b')], [100, 200, 100]],
+    ['the whole, then pages of it: free', [ck('c'), ck(['c', 2, 4])], [800, 0]],
+    ['pages and the whole in one checkpoint: the whole wins', [ck(['c', 0, 1], 'c')], [800]],
+    ['overlapping page runs count each page once', [ck(['c', 0, 4], ['c', 2, 4])], [600]],
+  ];
+  for (const [why, cks, want] of rows) assert.deepEqual(ownTraffic(cks, (d) => sizes[d]!, (d) => pages[d]!), want, why);
+});
