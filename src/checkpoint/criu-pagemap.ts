@@ -88,7 +88,7 @@ export function parsePagemap(name: string, buf: Buffer): Pagemap {
   const runs: Array<[number, number]> = [];
   for (let msg = next(); msg; msg = next()) {
     const e = decode(EntryType, msg) as { vaddr: number; compat_nr_pages: number; nr_pages?: number; in_parent?: boolean; flags?: number };
-    const count = e.nr_pages ?? e.compat_nr_pages; // CRIU ≥ 3.16 writes the 64-bit count and 0 in the old field
+    const count = e.nr_pages ?? e.compat_nr_pages; // CRIU 4.2 writes the 64-bit nr_pages and 0 in compat_nr_pages
     const flags = e.flags ?? 0;
     // PE_LAZY only says the pages could be served lazily; without lazy-pages they are in the file
     if (e.in_parent || flags & PE_PARENT) throw unreadable(name, `entry at ${e.vaddr.toString(16)} has its pages in a parent dump (flags ${flags})`);

@@ -19,7 +19,7 @@ const field = (id: number, n: number) => [(id << 3) | 0, ...varint(n)];
 function image(pagesId: number, entries: Array<{ vaddr: number; pages: number; flags: number; compat?: boolean }>, magic = 0x56084025): Buffer {
   const msgs = [Buffer.from(field(1, pagesId))];
   for (const e of entries) {
-    // CRIU ≥ 3.16: the count in field 5, 0 in the old field 2; older CRIU: only field 2
+    // CRIU 4.2: the count in field 5, 0 in the old field 2; older CRIU: only field 2
     msgs.push(Buffer.from([...field(1, e.vaddr), ...field(2, e.compat ? e.pages : 0), ...field(4, e.flags), ...(e.compat ? [] : field(5, e.pages))]));
   }
   const head = Buffer.alloc(8);
