@@ -14,6 +14,9 @@ import type { Action, Trace } from './trace.js';
 import type { ReplayPayload } from './replay-upstream.js';
 import { finalState, stateDifference, type FinalState, type Noise } from './final-state.js';
 import { runTraffic } from './own-traffic.js';
+import { rootLogger } from '../core/log.js';
+
+const log = rootLogger.child({ component: 'bench' });
 
 
 export type BenchMode = 'none' | 'chat-only' | 'full' | 'crab';
@@ -265,7 +268,8 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     result.reason = err instanceof RunFailure ? err.message : `error: ${(err as Error).message}`;
   } finally {
     noteSandboxCpu('sandbox.cgroup', id);
-    await span('r.figures', () => collectFigures(host, id, result)).catch(() => undefined); // figures are best effort; correctness is decided
+    // figures are best effort (correctness is decided), but a run without them must not pass unnoticed
+    await span('r.figures', () => collectFigures(host, id, result)).catch((err: unknown) => log.warn({ err, sandbox: id }, 'figures of this run are incomplete'));
     await span('r.remove', () => svc.removeSandbox(id)).catch(() => undefined);
     await span('r.catalogDelete', () => host.checkpointer.catalog.deleteSandbox(id, { cascade: true })).catch(() => undefined);
     host.prioritySandboxes.delete(id);
