@@ -6,9 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { rootOnly, testPrefix } from '../../support/root.js';
 import { manager, paths, removeByPrefix } from '../../support/sandboxes.js';
 import { checkpointer, PROCESS_LIST_CMD } from '../../support/cr.js';
-import { loadManifest, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
+import { gcRootExpander, loadManifest, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
 import type { Checkpointer } from '../../../src/checkpoint/checkpointer.js';
-import type { DirRecipe } from '../../../src/store/content-store.js';
+import { dirRecipeDigests, type DirRecipe } from '../../../src/store/content-store.js';
 
 const HASH_OPTS = { excludePrefixes: ['run/crab', 'tmp/cnt', 'tmp/http.log'] };
 
@@ -154,6 +154,18 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     assert.equal(await state(2), states[0]);
     await s('kill -USR1 %1');
     assert.equal(await state(3), states[1]);
+    // Bases are plain pages of earlier dumps, never deltas (chains one link long), and once the
+    // checkpoint that first stored them is deleted, GC still keeps them
+    const images = await Promise.all(cks.map((c) => cr.store.getJson<DirRecipe>(c.checkpoint.processImage!)));
+    const deltaParts = (r: DirRecipe, at: 0 | 1) =>
+      r.entries.flatMap((e) => (e.type === 'file' && e.recipe.deltas && e.recipe.extents ? e.recipe.deltas.filter((_, k) => k % 3 === at).map((i) => e.recipe.chunks[at ? i : e.recipe.extents![i * 3]!]!) : []));
+    const deltaChunks = new Set(images.flatMap((r) => deltaParts(r, 0)));
+    const bases = images.flatMap((r) => deltaParts(r, 1));
+    assert.ok(bases.length > 0 && bases.every((d) => !deltaChunks.has(d)), 'every base is a plain page');
+    const latest = images[1]!;
+    await cr.catalog.deleteCheckpoint(first.checkpoint.id);
+    const live = await cr.catalog.liveDigests(gcRootExpander(cr.store));
+    for (const d of dirRecipeDigests(latest)) assert.ok(live.has(d), `chunk ${d} of the delta image is live`);
   });
 
   test('gc keeps a shared fork layer while a fork or a checkpoint of a fork names it, then removes it; a later fork rebuilds it', async () => {
