@@ -54,7 +54,7 @@ import { CrabError } from '../core/errors.js';
 import { rootLogger } from '../core/log.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
 import { basisPageLocations } from './page-basis.js';
-import { ExtentBuilder, copyExtent, extentWindows, planExtentReads, xorInto, type ChunkRef } from './page-extents.js';
+import { ExtentBuilder, copyExtent, extentWindows, nonZeroBytes, planExtentReads, xorInto, type ChunkRef } from './page-extents.js';
 import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint, type PageLocation } from './page-index.js';
 
 const log = rootLogger.child({ component: 'store' });
@@ -790,8 +790,7 @@ class PageWriter {
     if (!base || !chunk || chunk.length < (base.page + 1) * PAGE_BYTES) return false;
     const xor = Buffer.from(page);
     xorInto(xor, chunk.subarray(base.page * PAGE_BYTES, (base.page + 1) * PAGE_BYTES));
-    let changed = 0;
-    for (let i = 0; i < PAGE_BYTES && changed <= DELTA_MAX_CHANGED_BYTES; i++) if (xor[i] !== 0) changed++;
+    const changed = nonZeroBytes(xor, DELTA_MAX_CHANGED_BYTES);
     if (changed > DELTA_MAX_CHANGED_BYTES) return false;
     if (changed === 0) {
       this.extents.push(this.refOf(base.chunk), base.page);

@@ -191,5 +191,31 @@ function slicePages(chunk: Buffer, first: number, want: number, read: ExtentRead
 
 /** `target ^= other`, byte for byte (`other` at least as long). */
 export function xorInto(target: Uint8Array, other: Uint8Array): void {
-  for (let i = 0; i < target.length; i++) target[i] ^= other[i];
+  let i = 0;
+  if (target.byteOffset % 4 === 0 && other.byteOffset % 4 === 0) {
+    // a word at a time where both are aligned (pages are): 4× fewer steps
+    const words = target.length >>> 2;
+    const t = new Uint32Array(target.buffer, target.byteOffset, words);
+    const o = new Uint32Array(other.buffer, other.byteOffset, words);
+    for (let w = 0; w < words; w++) t[w] ^= o[w];
+    i = words << 2;
+  }
+  for (; i < target.length; i++) target[i] ^= other[i];
+}
+
+/** Bytes of `buf` that are not zero; counting stops once past `limit`. */
+export function nonZeroBytes(buf: Uint8Array, limit: number): number {
+  let n = 0;
+  let i = 0;
+  if (buf.byteOffset % 4 === 0) {
+    // a delta is mostly zero words: skip them whole
+    const words = new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2);
+    for (let w = 0; w < words.length && n <= limit; w++) {
+      const x = words[w];
+      if (x !== 0) n += (x & 0xff ? 1 : 0) + (x & 0xff00 ? 1 : 0) + (x & 0xff0000 ? 1 : 0) + (x >>> 24 ? 1 : 0);
+    }
+    i = words.length << 2;
+  }
+  for (; i < buf.length && n <= limit; i++) if (buf[i] !== 0) n++;
+  return n;
 }

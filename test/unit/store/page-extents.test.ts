@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { PAGE_BYTES, type FileRecipe } from '../../../src/store/content-store.js';
 import { CrabError } from '../../../src/core/errors.js';
-import { ExtentBuilder, copyExtent, extentWindows, planExtentReads, sliceExtent, type ChunkRef } from '../../../src/store/page-extents.js';
+import { ExtentBuilder, copyExtent, extentWindows, nonZeroBytes, planExtentReads, sliceExtent, xorInto, type ChunkRef } from '../../../src/store/page-extents.js';
 import { basisPageLocations } from '../../../src/store/page-basis.js';
 import { PageIndex, pageIndexBound } from '../../../src/store/page-index.js';
 
@@ -182,4 +182,20 @@ test('PageIndex: a delta location is gone when its base chunk is', () => {
   assert.deepEqual(ix.lookup('d0'), { chunk: B, page: 0, base: { chunk: A, page: 3 } });
   ix.forget(A);
   assert.equal(ix.lookup('d0'), undefined);
+});
+
+test('xorInto and nonZeroBytes: aligned and unaligned views give the same answer as a byte loop', () => {
+  const a = Buffer.alloc(4096 + 8);
+  const b = Buffer.alloc(4096 + 8);
+  for (let i = 0; i < a.length; i++) a[i] = (i * 7) & 0xff;
+  b.set(a);
+  for (const i of [0, 5, 6, 7, 1000, 4095, 4101]) b[i] ^= 0x5a;
+  for (const off of [0, 1, 4]) {
+    const t = Buffer.from(a.subarray(off, off + 4096 + 3));
+    const o = b.subarray(off, off + 4096 + 3);
+    xorInto(t, o);
+    const want = [0, 5, 6, 7, 1000, 4095, 4101].filter((i) => i >= off && i < off + 4096 + 3).length;
+    assert.equal(nonZeroBytes(t, 100), want, `offset ${off}`);
+    assert.ok(nonZeroBytes(t, 1) > 1, 'past the limit');
+  }
 });
