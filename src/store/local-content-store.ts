@@ -54,7 +54,7 @@ import { CrabError } from '../core/errors.js';
 import { rootLogger } from '../core/log.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
 import { basisPageLocations } from './page-basis.js';
-import { ExtentBuilder, copyExtent, extentWindows, nonZeroBytes, planExtentReads, xorInto, type ChunkRef } from './page-extents.js';
+import { ExtentBuilder, copyExtent, extentWindows, nonZeroBytes, planExtentReads, readChunks, xorInto, type ChunkRef } from './page-extents.js';
 import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint, type PageLocation } from './page-index.js';
 
 const log = rootLogger.child({ component: 'store' });
@@ -256,7 +256,7 @@ export class LocalContentStore implements ContentStore {
       const chunks = new Map<number, Buffer>();
       const missing: number[] = [];
       for (const r of part) {
-        for (const c of r.base ? [r.chunk, r.base.chunk] : [r.chunk]) {
+        for (const c of readChunks(r)) {
           if (chunks.has(c) || missing.includes(c)) continue;
           const had = held.get(c);
           if (had) chunks.set(c, had);
@@ -529,8 +529,8 @@ export class LocalContentStore implements ContentStore {
   }
 
   /** @internal A chunk's bytes, or null (with a warning) when it is missing or corrupt. */
-  getUnlessUnreadable(digest: Digest, basis: Digest | null): Promise<Buffer | null> {
-    return unlessUnreadable(this.get(digest), digest, basis ?? digest);
+  getUnlessUnreadable(digest: Digest): Promise<Buffer | null> {
+    return unlessUnreadable(this.get(digest), digest, digest);
   }
 
   private rememberBasis(digest: Digest): void {
@@ -777,7 +777,7 @@ class PageWriter {
       if (this.baseChunks.has(d)) kept.set(d, this.baseChunks.get(d)!);
       else todo.push(d);
     }
-    await pool(todo, WRITES_IN_FLIGHT, async (d) => void kept.set(d, await this.store.getUnlessUnreadable(d, null)));
+    await pool(todo, WRITES_IN_FLIGHT, async (d) => void kept.set(d, await this.store.getUnlessUnreadable(d)));
     this.baseChunks = kept;
   }
 

@@ -134,7 +134,7 @@ export function planExtentReads(recipe: FileRecipe & { extents: number[] }): Ext
 }
 
 /** The chunks a read needs in memory: its own, and its base's. */
-function chunksOf(r: ExtentRead): number[] {
+export function readChunks(r: ExtentRead): number[] {
   return r.base ? [r.chunk, r.base.chunk] : [r.chunk];
 }
 
@@ -153,9 +153,9 @@ export function extentWindows(reads: readonly ExtentRead[], maxBytes: number, ma
     while (i < reads.length) {
       const r = reads[i];
       const len = r.count * PAGE_BYTES;
-      const added = chunksOf(r).filter((c) => !chunks.has(c)).length;
+      const added = readChunks(r).filter((c) => !chunks.has(c)).length;
       if (chunks.size > 0 && (bytes + len > maxBytes || (added > 0 && chunks.size + added > maxChunks))) break;
-      for (const c of chunksOf(r)) chunks.add(c);
+      for (const c of readChunks(r)) chunks.add(c);
       bytes += len;
       i++;
     }
