@@ -56,7 +56,7 @@ export interface ModeSummary {
   skip_fraction: number | null;
   /** The same over every boundary, the setup's (boundary 0, a base checkpoint in every mode) included. */
   skip_fraction_boundaries: number | null;
-  /** New bytes the no-fault runs wrote, in all. */
+  /** What the no-fault runs' checkpoints would write, each run to a store of its own (`own-traffic.ts`), in all. */
   ckpt_bytes: number;
   /** Median restore time of the fault runs that restored (null when none did). */
   restore_ms_p50: number | null;

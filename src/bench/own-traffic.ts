@@ -62,7 +62,7 @@ export function ownTraffic(checkpoints: readonly ChunkUses[], size: (d: Digest) 
   });
 }
 
-/** Pages per chunk, remembered across runs (a chunk's content never changes). */
+/** Pages per chunk the page index did not know, remembered across runs (a chunk's content never changes). */
 const chunkPages = new Map<Digest, number>();
 
 /**
@@ -94,11 +94,18 @@ export async function runTraffic(store: LocalContentStore, checkpoints: Readonly
     }
     all.push(uses);
   }
+  const counts = new Map<Digest, number>();
   for (const uses of all) {
     for (const [d, pages] of uses) {
-      if (pages === null || chunkPages.has(d)) continue;
-      if (chunkPages.size >= 1 << 20) chunkPages.clear();
-      chunkPages.set(d, Math.ceil((await store.get(d)).length / PAGE_BYTES));
+      if (pages === null || counts.has(d)) continue;
+      // the store's page index knows most chunks' lengths; only the others are read
+      let n = store.pageIndex.pagesOf(d) ?? chunkPages.get(d);
+      if (n === undefined) {
+        if (chunkPages.size >= 1 << 20) chunkPages.clear();
+        n = Math.ceil((await store.get(d)).length / PAGE_BYTES);
+        chunkPages.set(d, n);
+      }
+      counts.set(d, n);
     }
   }
   const size = (d: Digest): number => {
@@ -108,5 +115,5 @@ export async function runTraffic(store: LocalContentStore, checkpoints: Readonly
       return 0; // swept: cannot be sized
     }
   };
-  return ownTraffic(all, size, (d) => chunkPages.get(d) ?? 1);
+  return ownTraffic(all, size, (d) => counts.get(d) ?? 1);
 }
