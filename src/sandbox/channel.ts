@@ -23,6 +23,9 @@ export interface ExecResult {
 /** Exit code reported for a command that hit its timeout (as GNU timeout does). */
 export const TIMEOUT_EXIT_CODE = 124;
 
+/** The command line of every persistent session's shell (`/proc/PID/cmdline`, spaces for NULs). */
+export const SESSION_SHELL = 'bash --noprofile --norc -O expand_aliases';
+
 /** Largest stdout/stderr returned per command; the rest is cut (and said so). */
 const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
 
@@ -111,7 +114,7 @@ export class SandboxChannel {
     fs.mkdirSync(this.host(d), { recursive: true });
     this.spawnScript(
       `d=${d}\nrm -f $d/in; mkfifo -m 600 $d/in\ncd /\necho $$ > $d/pid\n` +
-        `exec bash --noprofile --norc -O expand_aliases 0<>$d/in >/dev/null 2>&1\n`,
+        `exec ${SESSION_SHELL} 0<>$d/in >/dev/null 2>&1\n`,
     );
     const deadline = Date.now() + 5000;
     for (let delay = 1; !fs.existsSync(this.host(`${d}/pid`)) || !hasReader(this.host(`${d}/in`)); delay = Math.min(delay * 2, 20)) {
@@ -237,10 +240,12 @@ const VOLATILE_VARS = 'BASH[A-Z_]*|_|__crab_[a-z_]*|HOSTNAME|RANDOM|SRANDOM|SECO
 function sessionStateFunction(sessionDir: string): string {
   // The group runs in the session shell itself (no subshell: `jobs` must see its job table; without
   // pids, so a job re-started identically after a recovery compares equal);
-  // `>|` because the agent may have set noclobber.
+  // `>|` because the agent may have set noclobber. state.raw keeps only the digested lines, so an
+  // unchanged shell leaves the same bytes for the next checkpoint (BASH_LINENO alone would differ).
   return (
-    `__crab_state() { { printf '%s\\n' "$PWD" "$OLDPWD"; declare -p; declare -f; alias; set +o; shopt -p; jobs; trap -p; umask; } >| ${sessionDir}/state.raw 2>&1; ` +
-    `grep -Ev '^declare -[-a-zA-Z]* (${VOLATILE_VARS})(=|$)' ${sessionDir}/state.raw | cksum >| ${sessionDir}/state; }`
+    `__crab_state() { { printf '%s\\n' "$PWD" "$OLDPWD"; declare -p; declare -f; alias; set +o; shopt -p; jobs; trap -p; umask; } >| ${sessionDir}/state.all 2>&1; ` +
+    `grep -Ev '^declare -[-a-zA-Z]* (${VOLATILE_VARS})(=|$)' ${sessionDir}/state.all >| ${sessionDir}/state.raw; rm -f ${sessionDir}/state.all; ` +
+    `cksum <${sessionDir}/state.raw >| ${sessionDir}/state; }`
   );
 }
 
