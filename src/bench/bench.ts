@@ -20,6 +20,8 @@ import { percentile, runReplay, type BenchMode, type Fault, type RunResult, type
 import { noiseBetween, stateDifference } from './final-state.js';
 import { pool } from '../core/pool.js';
 import { bytesByCause, type CauseTotal, type CheckpointCause } from './causes.js';
+import { classifyTrace, type TraceClassing } from './trace-class.js';
+import { SESSION_SHELL } from '../sandbox/channel.js';
 
 export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
 
@@ -62,6 +64,15 @@ export interface ModeSummary {
   restore_ms_p50: number | null;
   /** The no-fault runs' new bytes by why each checkpoint was taken (`causes.ts`); crab only. */
   bytes_by_cause: Partial<Record<CheckpointCause, CauseTotal>> | null;
+  /** The same figures on the shell traces alone (`trace-class.ts`): the workload the paper's claims are about. */
+  shell: ShellFigures | null;
+}
+
+export interface ShellFigures {
+  traces: number;
+  traffic_vs_full: number | null;
+  traffic_vs_full_turns: number | null;
+  skip_fraction: number | null;
 }
 
 export interface BenchReport {
@@ -69,6 +80,8 @@ export interface BenchReport {
   options: { modes: BenchMode[]; faults: string; latency_scale: number; overhead_scale: number; concurrency: number };
   runs: RunResult[];
   summary: Record<string, ModeSummary>;
+  /** Each trace's class, from the end state of its no-fault reference run (absent when that run failed). */
+  trace_classes: Record<string, TraceClassing>;
   started_at: string;
   duration_ms: number;
 }
@@ -149,12 +162,14 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     pool(phase2, opts.concurrency, runOne),
   ]);
   judge(runs);
+  const classes = traceClasses(runs);
   for (const r of runs) delete r.final;
   return {
     machine: { cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
     options: { modes, faults: JSON.stringify(opts.faults), latency_scale: opts.latencyScale, overhead_scale: opts.overheadScale, concurrency: opts.concurrency },
     runs,
-    summary: summarize(runs, modes),
+    summary: summarize(runs, modes, classes),
+    trace_classes: classes,
     started_at: startedAt.toISOString(),
     duration_ms: performance.now() - t0,
   };
@@ -187,40 +202,63 @@ export function judge(runs: RunResult[]): void {
   }
 }
 
-export function summarize(runs: RunResult[], modes: BenchMode[]): Record<string, ModeSummary> {
+/** Classes every trace whose no-fault reference run ended with a state to class it by. */
+export function traceClasses(runs: readonly RunResult[]): Record<string, TraceClassing> {
+  const out: Record<string, TraceClassing> = {};
+  for (const r of runs) if (r.mode === 'none' && r.fault === 'none' && r.final && r.reason === null) out[r.trace] = classifyTrace(r.final, [SESSION_SHELL]);
+  return out;
+}
+
+/** Traffic against full and skip fraction of a mode's no-fault runs, on the traces `fullRuns` has too. */
+function trafficFigures(runs: readonly RunResult[], fullRuns: readonly RunResult[]): Omit<ShellFigures, 'traces'> {
+  const sum = (rs: readonly RunResult[], f: (r: RunResult) => number) => rs.reduce((a, r) => a + f(r), 0);
+  const traces = new Set(runs.map((r) => r.trace));
+  const full = fullRuns.filter((r) => traces.has(r.trace));
+  const fullBytes = sum(full, (r) => r.ckpt_bytes);
+  const fullTurnBytes = sum(full, (r) => r.ckpt_bytes_turns);
+  const turns = sum(runs, (r) => r.turns.judged);
+  return {
+    traffic_vs_full: fullBytes > 0 ? sum(runs, (r) => r.ckpt_bytes) / fullBytes : null,
+    traffic_vs_full_turns: fullTurnBytes > 0 ? sum(runs, (r) => r.ckpt_bytes_turns) / fullTurnBytes : null,
+    skip_fraction: turns ? sum(runs, (r) => r.turns.skipped) / turns : null,
+  };
+}
+
+export function summarize(runs: RunResult[], modes: BenchMode[], classes: Record<string, TraceClassing> = {}): Record<string, ModeSummary> {
   const clean = (mode: BenchMode) => runs.filter((r) => r.mode === mode && r.fault === 'none');
   const noneWall = new Map(clean('none').map((r) => [r.trace, r.wall_ms]));
-  const fullBytes = clean('full').reduce((a, r) => a + r.ckpt_bytes, 0);
-  const fullLogical = clean('full').reduce((a, r) => a + r.ckpt_logical_bytes, 0);
-  const fullTurnBytes = clean('full').reduce((a, r) => a + r.ckpt_bytes_turns, 0);
+  const fullRuns = clean('full');
+  const fullLogical = fullRuns.reduce((a, r) => a + r.ckpt_logical_bytes, 0);
   const out: Record<string, ModeSummary> = {};
   for (const mode of modes) {
     const all = runs.filter((r) => r.mode === mode);
     const c = clean(mode);
+    const checkpointing = mode === 'crab' || mode === 'full';
     const overheads = c.filter((r) => noneWall.has(r.trace)).map((r) => r.wall_ms / noneWall.get(r.trace)! - 1);
     const bytes = c.reduce((a, r) => a + r.ckpt_bytes, 0);
     const logical = c.reduce((a, r) => a + r.ckpt_logical_bytes, 0);
-    const turnBytes = c.reduce((a, r) => a + r.ckpt_bytes_turns, 0);
     const boundaries = c.reduce((a, r) => a + r.ckpts.full + r.ckpts.process + r.ckpts.fs + r.ckpts.skip, 0);
     const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
-    const turns = c.reduce((a, r) => a + r.turns.judged, 0);
-    const skippedTurns = c.reduce((a, r) => a + r.turns.skipped, 0);
     const restores = all.filter((r) => r.fault !== 'none' && r.restore_ms !== null).map((r) => r.restore_ms!);
+    const traffic = trafficFigures(c, fullRuns);
+    const shellRuns = c.filter((r) => classes[r.trace]?.class === 'shell');
+    const shell = checkpointing && shellRuns.length ? trafficFigures(shellRuns, fullRuns) : null;
     out[mode] = {
       correctness: all.length ? all.filter((r) => r.correct).length / all.length : 0,
       runs: all.length,
       overhead_vs_none: mode === 'none' ? 0 : overheads.length ? overheads.reduce((a, b) => a + b, 0) / overheads.length : null,
-      traffic_vs_full: fullBytes > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullBytes : null,
-      traffic_vs_full_turns: fullTurnBytes > 0 && (mode === 'crab' || mode === 'full') ? turnBytes / fullTurnBytes : null,
-      traffic_vs_full_logical: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? logical / fullLogical : null,
-      traffic_vs_conventional_full: fullLogical > 0 && (mode === 'crab' || mode === 'full') ? bytes / fullLogical : null,
+      traffic_vs_full: checkpointing ? traffic.traffic_vs_full : null,
+      traffic_vs_full_turns: checkpointing ? traffic.traffic_vs_full_turns : null,
+      traffic_vs_full_logical: fullLogical > 0 && checkpointing ? logical / fullLogical : null,
+      traffic_vs_conventional_full: fullLogical > 0 && checkpointing ? bytes / fullLogical : null,
       // Gate waits of the no-fault runs: at the recorded latencies (compressed fault sweeps wait more).
       gate_wait_p99_ms: percentile(c.flatMap((r) => r.gate_waits), 99),
-      skip_fraction: mode === 'crab' && turns ? skippedTurns / turns : null,
+      skip_fraction: mode === 'crab' ? traffic.skip_fraction : null,
       skip_fraction_boundaries: mode === 'crab' && boundaries ? skips / boundaries : null,
       ckpt_bytes: bytes,
       restore_ms_p50: restores.length ? percentile(restores, 50) : null,
       bytes_by_cause: mode === 'crab' ? bytesByCause(c.flatMap((r) => r.checkpoints)) : null,
+      shell: shell && { traces: shellRuns.length, ...shell, skip_fraction: mode === 'crab' ? shell.skip_fraction : null },
     };
   }
   return out;

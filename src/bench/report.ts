@@ -58,6 +58,15 @@ export function renderTable(rep: BenchReport): string {
   ]);
   const sw = sh.map((h, i) => Math.max(h.length, ...sb.map((b) => b[i]!.length)));
   lines.push(row(sh, sw), row(sw.map((w) => '-'.repeat(w)), sw), ...sb.map((b) => row(b, sw)));
+  const shell = rep.summary.crab?.shell;
+  if (shell) {
+    const heavy = Object.entries(rep.trace_classes).filter(([, c]) => c.class === 'heavy');
+    lines.push(
+      '',
+      `shell traces (${shell.traces}): crab traffic vs full ${pct(shell.traffic_vs_full)}, of turns ${pct(shell.traffic_vs_full_turns)}; skip (turns) ${pct(shell.skip_fraction)}`,
+      `heavy traces (${heavy.length}): ${heavy.map(([t, c]) => `${t} (${c.why})`).join('; ') || 'none'}`,
+    );
+  }
   const causes = rep.summary.crab?.bytes_by_cause;
   const causeTotal = causes ? Object.values(causes).reduce((a, t) => a + t.bytes, 0) : 0;
   if (causes && causeTotal > 0) {

@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { faultPoints, judge, parseFaultPlan, summarize } from '../../../src/bench/bench.js';
+import { faultPoints, judge, parseFaultPlan, summarize, traceClasses } from '../../../src/bench/bench.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -136,7 +136,8 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
     machine: { cpus: 2, memGiB: 24, kernel: 'k', node: 'v20' },
     options: { modes: [...modes], faults: 'every-turn', latency_scale: 0.05, overhead_scale: 1, concurrency: 4 },
     runs,
-    summary: summarize(runs, [...modes]),
+    summary: summarize(runs, [...modes], traceClasses(runs)),
+    trace_classes: traceClasses(runs),
     started_at: '',
     duration_ms: 1000,
   });
@@ -150,6 +151,29 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   assert.equal(summaryRow('crab')[10], '300'); // p50 of 300 and 500 (nearest rank)
   assert.equal(summaryRow('full')[10], '-');
   assert.ok(table.includes("crab's traffic by cause (checkpoints): setup 75.0% (1), files changed 25.0% (1)"), table);
+  assert.ok(table.includes('shell traces (1): crab traffic vs full 8.0%'), table);
+  assert.ok(table.includes('heavy traces (0): none'), table);
+});
+
+test('summarize: the shell-trace figures leave the heavy traces out, on both sides of the ratio', () => {
+  const light = state({ a: 'f 420 1 x' });
+  const heavy = state({ 'big.log': `f 420 ${64 * 2 ** 20} y` });
+  const runs = [
+    run({ trace: 'light', final: light }),
+    run({ trace: 'light', mode: 'full', ckpt_bytes: 1000, ckpt_bytes_turns: 900, final: light }),
+    run({ trace: 'light', mode: 'crab', ckpt_bytes: 150, ckpt_bytes_turns: 50, turns: { judged: 10, skipped: 9 }, final: light }),
+    run({ trace: 'log', final: heavy }),
+    run({ trace: 'log', mode: 'full', ckpt_bytes: 9000, ckpt_bytes_turns: 8000, final: heavy }),
+    run({ trace: 'log', mode: 'crab', ckpt_bytes: 8500, ckpt_bytes_turns: 7600, turns: { judged: 10, skipped: 5 }, final: heavy }),
+  ];
+  const classes = traceClasses(runs);
+  assert.deepEqual(classes, { light: { class: 'shell', why: null }, log: { class: 'heavy', why: '64 MiB of files' } });
+  const sum = summarize(runs, ['none', 'full', 'crab'], classes);
+  assert.equal(sum.crab!.traffic_vs_full, 0.865);
+  assert.deepEqual(sum.crab!.shell, { traces: 1, traffic_vs_full: 0.15, traffic_vs_full_turns: 50 / 900, skip_fraction: 0.9 });
+  assert.deepEqual(sum.full!.shell, { traces: 1, traffic_vs_full: 1, traffic_vs_full_turns: 1, skip_fraction: null });
+  assert.equal(sum.none!.shell, null);
+  assert.deepEqual(summarize(runs, ['crab']).crab!.shell, null, 'no classes: no shell figures');
 });
 
 test('upperEntries: a pid file compares by the process it names, other small numbers by content', () => {
