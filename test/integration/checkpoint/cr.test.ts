@@ -12,6 +12,16 @@ import { dirRecipeDigests, type DirRecipe } from '../../../src/store/content-sto
 
 const HASH_OPTS = { excludePrefixes: ['run/crab', 'tmp/cnt', 'tmp/http.log'] };
 
+/** Waits until /tmp/state (which a test's Python job writes, then renames into place) starts with `n `; returns it. */
+async function stateOf(s: (cmd: string) => Promise<{ stdout: string }>, n: number): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const text = (await s('cat /tmp/state 2>/dev/null')).stdout.trim();
+    if (text.startsWith(`${n} `)) return text;
+    await sleep(20);
+  }
+  throw new Error(`/tmp/state never reached ${n}`);
+}
+
 describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly(), () => {
   const prefix = testPrefix('cr');
   const m = manager();
@@ -125,14 +135,7 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     ].join('\n');
     await s(`printf '%s\\n' '${script}' > /tmp/mem.py`);
     await s('python3 /tmp/mem.py &'); // job %1 is python itself
-    const state = async (n: number): Promise<string> => {
-      for (let i = 0; i < 100; i++) {
-        const text = (await s('cat /tmp/state 2>/dev/null')).stdout.trim();
-        if (text.startsWith(`${n} `)) return text;
-        await sleep(20);
-      }
-      throw new Error(`/tmp/state never reached ${n}`);
-    };
+    const state = (n: number) => stateOf(s, n);
     await state(1);
     const first = await cr.take(id, { kind: 'full', turn: 1 });
     const states: string[] = [];
@@ -166,6 +169,44 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     await cr.catalog.deleteCheckpoint(first.checkpoint.id);
     const live = await cr.catalog.liveDigests(gcRootExpander(cr.store));
     for (const d of dirRecipeDigests(latest)) assert.ok(live.has(d), `chunk ${d} of the delta image is live`);
+  });
+
+  test('a restarted process (a new pid) is stored as deltas of its earlier run, found by its memory layout, and restores exactly', async () => {
+    const id = `${prefix}-restart`;
+    await m.create({ name: id, packages: ['python3'] });
+    const s = (cmd: string) => m.exec(id, cmd, { session: 'main' });
+    // The same 4 MiB in every run (of this test: the seed is new each time, so the store has none
+    // of it), but one byte of each page says which run it is: no page of a second run equals one
+    // of the first (no dedup), each differs from its like in one byte.
+    const script = [
+      'import hashlib, os, random, signal, sys, time',
+      'seed, run = int(sys.argv[1]), int(sys.argv[2])',
+      'buf = bytearray(random.Random(seed).randbytes(4 << 20))',
+      'for i in range(0, len(buf), 4096): buf[i] = run',
+      'def report(*_):',
+      '    open("/tmp/state.tmp", "w").write(f"{run} {hashlib.sha256(buf).hexdigest()}\\n"); os.rename("/tmp/state.tmp", "/tmp/state")',
+      'signal.signal(signal.SIGUSR1, report)',
+      'report()',
+      'while True: time.sleep(3600)',
+    ].join('\n');
+    await s(`printf '%s\\n' '${script}' > /tmp/mem.py`);
+    const state = (run: number) => stateOf(s, run);
+    const seed = Date.now();
+    await s(`python3 /tmp/mem.py ${seed} 1 &`);
+    await state(1);
+    const first = await cr.take(id, { kind: 'full', turn: 1 });
+    await s(`kill %1; wait %1 2>/dev/null; python3 /tmp/mem.py ${seed} 2 &`);
+    const second = await state(2);
+    const ck = await cr.take(id, { kind: 'process', turn: 2 });
+    // 1024 pages that differ from the first run's would be 4 MiB; as deltas a few bytes each (the
+    // rest is the interpreter's own new heap: another hash seed, other pointers)
+    assert.ok(first.newBytes > 4 << 20, `the first run's dump is stored whole (${first.newBytes} bytes)`);
+    assert.ok(ck.newBytes < 1 << 20, `the restarted process wrote ${ck.newBytes} bytes (the first run: ${first.newBytes})`);
+    await m.remove(id);
+    await cr.restore(ck.checkpoint.id);
+    // the restored process digests its memory afresh: exactly the second run's
+    await s('rm /tmp/state; kill -USR1 %1');
+    assert.equal(await state(2), second);
   });
 
   test('gc keeps a shared fork layer while a fork or a checkpoint of a fork names it, then removes it; a later fork rebuilds it', async () => {

@@ -2,20 +2,10 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { CrabError } from '../../../src/core/errors.js';
 import { isPagemapName, pageAffinity, parsePagemap, type Pagemap } from '../../../src/checkpoint/criu-pagemap.js';
+import { varintField } from '../../support/proto-wire.js';
 
 // Written by hand (not with the module's schema), as CRIU 4.2 writes them.
-function varint(n: number): number[] {
-  const out: number[] = [];
-  let v = BigInt(n);
-  do {
-    let b = Number(v & 0x7fn);
-    v >>= 7n;
-    if (v) b |= 0x80;
-    out.push(b);
-  } while (v);
-  return out;
-}
-const field = (id: number, n: number) => [(id << 3) | 0, ...varint(n)];
+const field = varintField;
 function image(pagesId: number, entries: Array<{ vaddr: number; pages: number; flags: number; compat?: boolean }>, magic = 0x56084025): Buffer {
   const msgs = [Buffer.from(field(1, pagesId))];
   for (const e of entries) {
