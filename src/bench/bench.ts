@@ -36,6 +36,8 @@ export interface BenchOptions {
   /** Traces whose no-fault runs (phase 1) go on at once, alongside the fault sweep (default 2). */
   overheadTraces?: number;
   onProgress?: (done: number, total: number, last: RunResult | null) => void;
+  /** Once aborted, no run starts; the runs under way finish and the report covers what ran. */
+  signal?: AbortSignal;
 }
 
 export interface ModeSummary {
@@ -80,6 +82,8 @@ export interface BenchReport {
   options: { modes: BenchMode[]; faults: string; latency_scale: number; overhead_scale: number; concurrency: number };
   runs: RunResult[];
   summary: Record<string, ModeSummary>;
+  /** Set when the bench was stopped: the runs that did not start, and those of traces whose reference runs did not both finish, are left out. */
+  stopped?: { runs_planned: number; runs_done: number; runs_judged: number };
   /** Each trace's class, from the end state of its no-fault reference run (absent when that run failed). */
   trace_classes: Record<string, TraceClassing>;
   started_at: string;
@@ -149,6 +153,7 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
   opts.onProgress?.(0, total, null);
   const runs: RunResult[] = [];
   const runOne = async (spec: RunSpec) => {
+    if (opts.signal?.aborted) return;
     const r = await runReplay(host, spec, null);
     runs.push(r);
     opts.onProgress?.(++done, total, r);
@@ -161,6 +166,11 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     }),
     pool(phase2, opts.concurrency, runOne),
   ]);
+  if (opts.signal?.aborted) {
+    // A trace whose two reference runs did not both finish cannot be judged: its runs are left out.
+    const judged = new Set(runs.filter((r) => r.mode === 'none' && r.fault === 'none').map((r) => r.trace).filter((t) => runs.some((r) => r.trace === t && r.fault === 'none-repeat')));
+    runs.splice(0, runs.length, ...runs.filter((r) => judged.has(r.trace)));
+  }
   judge(runs);
   const classes = traceClasses(runs);
   for (const r of runs) delete r.final;
@@ -169,6 +179,7 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     options: { modes, faults: JSON.stringify(opts.faults), latency_scale: opts.latencyScale, overhead_scale: opts.overheadScale, concurrency: opts.concurrency },
     runs,
     summary: summarize(runs, modes, classes),
+    ...(opts.signal?.aborted ? { stopped: { runs_planned: total, runs_done: done, runs_judged: runs.length } } : {}),
     trace_classes: classes,
     started_at: startedAt.toISOString(),
     duration_ms: performance.now() - t0,

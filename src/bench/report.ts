@@ -86,6 +86,7 @@ export function renderTable(rep: BenchReport): string {
       `fault sweep at latency scale ${rep.options.latency_scale}; concurrency ${rep.options.concurrency}; ` +
       `${rep.machine.cpus} CPUs, ${rep.machine.memGiB} GiB, kernel ${rep.machine.kernel}; ${(rep.duration_ms / 1000).toFixed(0)} s`,
   );
+  if (rep.stopped) lines.push('', `STOPPED: ${rep.stopped.runs_done} of ${rep.stopped.runs_planned} runs ran; ${rep.stopped.runs_judged} are in these figures (those of traces whose two reference runs did not both finish cannot be judged)`);
   const wrong = rep.runs.filter((r) => !r.correct && r.mode !== 'chat-only').slice(0, 20);
   if (wrong.length) lines.push('', 'incorrect runs (not chat-only):', ...wrong.map((r) => `  ${r.trace} ${r.mode} ${r.fault}: ${r.reason}`));
   return lines.join('\n');

@@ -420,11 +420,23 @@ program
         const host = await CrabHost.start({ paths, log, policy: o.policy, prioritySandboxes: true, proxy: { upstreamUrl: upstream.url, link: false } });
         const tty = process.stderr.isTTY;
         const started = Date.now();
+        // Ctrl-C: no new run starts, the ones under way finish (their sandboxes removed) and the
+        // table covers what ran. A second Ctrl-C quits at once; `crab gc` removes what is left.
+        const stop = new AbortController();
+        const onSigint = () => {
+          if (stop.signal.aborted) {
+            process.stderr.write('\nbench: quitting now; `crab gc` removes the sandboxes of the runs that were under way\n');
+            process.exit(130);
+          }
+          stop.abort();
+          process.stderr.write('\nbench: stopping: no new runs; the runs under way finish, then the figures of what ran (Ctrl-C again to quit at once)\n');
+        };
+        process.on('SIGINT', onSigint);
         try {
           const rep = await runBench(
             host,
             traces,
-            { modes: o.modes as never, faults, latencyScale: o.latencyScale, overheadScale: o.overheadScale, concurrency: o.concurrency, overheadTraces: o.overheadTraces, onProgress: (done, total, last) => {
+            { modes: o.modes as never, faults, latencyScale: o.latencyScale, overheadScale: o.overheadScale, concurrency: o.concurrency, overheadTraces: o.overheadTraces, signal: stop.signal, onProgress: (done, total, last) => {
               const width = 30;
               const filled = Math.round((done / Math.max(1, total)) * width);
               const eta = done ? Math.round(((Date.now() - started) / done) * (total - done) / 1000) : 0;
@@ -448,9 +460,11 @@ program
             );
           }
         } finally {
+          process.off('SIGINT', onSigint);
           await host.close();
           await upstream.close();
         }
+        if (stop.signal.aborted) process.exitCode = 130;
       },
     ),
   );

@@ -153,6 +153,18 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   assert.ok(table.includes("crab's traffic by cause (checkpoints): setup 75.0% (1), files changed 25.0% (1)"), table);
   assert.ok(table.includes('shell traces (1): crab traffic vs full 8.0%'), table);
   assert.ok(table.includes('heavy traces (0): none'), table);
+  assert.ok(!table.includes('STOPPED'), table);
+  const stopped = renderTable({
+    machine: { cpus: 2, memGiB: 24, kernel: 'k', node: 'v20' },
+    options: { modes: [], faults: 'every-turn', latency_scale: 1, overhead_scale: 1, concurrency: 1 },
+    runs: [],
+    summary: {},
+    stopped: { runs_planned: 9, runs_done: 4, runs_judged: 3 },
+    trace_classes: {},
+    started_at: '',
+    duration_ms: 1,
+  });
+  assert.ok(stopped.includes('STOPPED: 4 of 9 runs ran; 3 are in these figures'), stopped);
 });
 
 test('summarize: the shell-trace figures leave the heavy traces out, on both sides of the ratio', () => {
