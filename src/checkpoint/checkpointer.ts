@@ -18,7 +18,7 @@ import { checkName, newId } from '../core/ids.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { LocalContentStore } from '../store/local-content-store.js';
 import type { DirRecipe } from '../store/content-store.js';
-import { capture, loadManifest, materialize, type Manifest } from '../fssnap/index.js';
+import { loadManifest, materialize, snapshot, type Manifest, type PendingCapture } from '../fssnap/index.js';
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
@@ -141,7 +141,7 @@ export class Checkpointer {
     try {
       const tFreeze = performance.now();
       await freeze(sandboxId);
-      let snap;
+      let pending: PendingCapture;
       try {
         opts = await span('ck.plan', () => plan({ first: !parent, parent }));
         if (!opts) return null;
@@ -151,7 +151,8 @@ export class Checkpointer {
         const hintPaths = kind === 'full' ? undefined : opts.hintPaths;
         fs.mkdirSync(imageDir, { recursive: true });
         const tCap = performance.now();
-        snap = await span(`ck.capture.${hintPaths ? 'hint' : 'full'}`, () => capture(d.upper, this.store, { previous, hintPaths }));
+        // frozen: the scan and the reads; the contents are stored after the thaw
+        pending = await span(`ck.capture.${hintPaths ? 'hint' : 'full'}`, () => snapshot(d.upper, this.store, { previous, hintPaths }));
         fsCaptureMs = performance.now() - tCap;
         if (kind !== 'fs') {
           const tDump = performance.now();
@@ -163,6 +164,9 @@ export class Checkpointer {
         thaw(sandboxId);
         frozenMs = performance.now() - tFreeze;
       }
+      const tStore = performance.now();
+      const snap = await span('ck.capture.store', () => pending.finish());
+      fsCaptureMs += performance.now() - tStore;
       let processImage: { digest: string } | { reuseOf: string } | null = null;
       let imageLogical = 0;
       let imageNew = 0;

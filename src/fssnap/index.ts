@@ -10,7 +10,7 @@ import type { ContentStore, DirRecipe } from '../store/content-store.js';
 import { dirRecipeDigests } from '../store/content-store.js';
 import { loadManifest, manifestDigests } from './manifest.js';
 
-export { capture, type CaptureOptions, type CaptureResult } from './capture.js';
+export { capture, snapshot, FROZEN_READ_BUDGET_BYTES, type CaptureOptions, type CaptureResult, type PendingCapture } from './capture.js';
 export { materialize, type MaterializeOptions, type MaterializeResult } from './materialize.js';
 export { treeHash, treeHashOfDir, type TreeHashOptions } from './tree-hash.js';
 export {

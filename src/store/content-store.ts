@@ -171,6 +171,12 @@ export interface ContentStore {
   putFiles(paths: readonly string[], opts: { chunking: Chunking }): Promise<{ results: PutFileResult[]; newBytes: number }>;
 
   /**
+   * `putFiles` of contents already in memory (read while a sandbox was frozen, stored after it
+   * runs again): the same recipes `putFiles` gives the files that held them.
+   */
+  putBuffers(bufs: readonly Uint8Array[], opts: { chunking: 'whole' }): Promise<{ results: PutFileResult[]; newBytes: number }>;
+
+  /**
    * Writes the file described by `recipe` to `destPath` (created or truncated; written to a temp
    * name beside it and renamed, so `destPath` is either absent/old or complete). Every chunk is
    * verified. `mode` defaults to 0o644. Does not fsync (restores are re-playable).

@@ -208,6 +208,18 @@ export class LocalContentStore implements ContentStore {
     return { results, newBytes: await batch.finish() };
   }
 
+  async putBuffers(bufs: readonly Uint8Array[], _opts: { chunking: 'whole' }): Promise<{ results: PutFileResult[]; newBytes: number }> {
+    const batch = this.batch();
+    const results: PutFileResult[] = [];
+    for (const b of bufs) {
+      await batch.backpressure();
+      const chunks: Digest[] = [];
+      addWholePieces(batch, b, chunks);
+      results.push({ recipe: { size: b.length, chunks }, logicalBytes: b.length, sha256: sha256(b), newBytes: 0 });
+    }
+    return { results, newBytes: await batch.finish() };
+  }
+
   async materializeFile(recipe: FileRecipe, destPath: string, opts: { mode?: number; fresh?: boolean } = {}): Promise<void> {
     checkRecipe(recipe);
     // fresh: written in place (no temp name, no rename): the caller owns a new directory and removes it on failure
@@ -448,13 +460,7 @@ export class LocalContentStore implements ContentStore {
         if (pages) {
           await pages.write(data);
         } else {
-          // READ_BLOCK_BYTES is a multiple of WHOLE_CHUNK_MAX_BYTES, so pieces stay aligned
-          for (let off = 0; off < n; off += WHOLE_CHUNK_MAX_BYTES) {
-            const piece = data.subarray(off, Math.min(n, off + WHOLE_CHUNK_MAX_BYTES));
-            const d = sha256(piece);
-            chunks.push(d);
-            batch.add(d, piece);
-          }
+          addWholePieces(batch, data, chunks); // READ_BLOCK_BYTES is a multiple of WHOLE_CHUNK_MAX_BYTES, so pieces stay aligned
         }
         if (n < block.length) break;
       }
@@ -900,6 +906,16 @@ function checkRecipe(recipe: FileRecipe): void {
 }
 
 /** sha256 hex of bytes. */
+/** Cuts `data` (read from a file offset that is a multiple of WHOLE_CHUNK_MAX_BYTES) into the chunks of a `'whole'` recipe. */
+function addWholePieces(batch: ChunkBatch, data: Uint8Array, chunks: Digest[]): void {
+  for (let off = 0; off < data.length; off += WHOLE_CHUNK_MAX_BYTES) {
+    const piece = data.subarray(off, Math.min(data.length, off + WHOLE_CHUNK_MAX_BYTES));
+    const d = sha256(piece);
+    chunks.push(d);
+    batch.add(d, piece);
+  }
+}
+
 export function sha256(buf: Uint8Array): Digest {
   return createHash('sha256').update(buf).digest('hex');
 }

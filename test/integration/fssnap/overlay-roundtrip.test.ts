@@ -7,7 +7,7 @@ import path from 'node:path';
 import { run } from '../../../src/core/run.js';
 import { LocalContentStore } from '../../../src/store/local-content-store.js';
 import { SqliteCatalog } from '../../../src/catalog/sqlite-catalog.js';
-import { capture, gcRootExpander, materialize, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
+import { capture, gcRootExpander, materialize, snapshot, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
 import type { Manifest } from '../../../src/fssnap/index.js';
 import { rootOnly, testPrefix } from '../../support/root.js';
 
@@ -189,6 +189,28 @@ test('incremental capture: unchanged files are not re-read; hinted capture equal
     // a previous manifest of another directory is not trusted for reuse
     const other = await capture(upper2, env.store, { previous: hinted.manifest, hintPaths: ['/x'] });
     assert.equal(other.mode, 'full');
+  }));
+
+test('snapshot reads what it stores while frozen: changes after it, before finish, are not in the manifest', rootOnly(), () =>
+  withEnv(async (env) => {
+    const upper = path.join(env.base, 'upper');
+    const merged = await env.mount(upper, 'a');
+    await mutate(merged);
+    await fs.writeFile(path.join(merged, 'small'), 'before');
+    await fs.writeFile(path.join(merged, 'big'), randomBytes(64 * 1024));
+    const frozenHash = await treeHashOfDir(upper);
+    // a budget that holds the small files, not `big`: that one is stored at once, the rest later
+    const pending = await snapshot(upper, env.store, { readBudgetBytes: 32 * 1024 });
+    await fs.writeFile(path.join(merged, 'small'), 'after, and longer');
+    await fs.writeFile(path.join(merged, 'big'), 'replaced');
+    await fs.writeFile(path.join(merged, 'late'), 'created after the snapshot');
+    const snap = await pending.finish();
+    assert.equal(treeHash(snap.manifest), frozenHash);
+    const upper2 = path.join(env.base, 'upper2');
+    await materialize(snap.manifest, env.store, upper2);
+    assert.equal(await treeHashOfDir(upper2), frozenHash);
+    assert.equal(await fs.readFile(path.join(upper2, 'small'), 'utf8'), 'before');
+    assert.equal(snap.filesRead, new Set(snap.manifest.entries.filter((e) => e.type === 'file').map((e) => e.ino)).size, 'every file read once');
   }));
 
 test('GC with the catalog never deletes chunks of live checkpoints; deleted parents keep children restorable', rootOnly(), () =>
