@@ -58,6 +58,7 @@ void agg_reset(struct sandbox *s)
   s->drops_base = s->drops;
   s->events_base = s->events;
   s->interactions_base = s->interactions;
+  s->proc_writes = 0;
   s->started.n = s->exited.n = s->execed.n = 0;
   s->started.overflow = s->exited.overflow = s->execed.overflow = 0;
   s->forks = s->execs = s->exits = 0;
@@ -166,8 +167,13 @@ static int ancestor_born(struct sandbox *s, const char *path)
 
 void agg_path(struct sandbox *s, enum agg_op op, const char *path)
 {
-  if (agg_ignored_path(path))
+  if (agg_ignored_path(path)) {
+    /* A write into /proc (a process's mem, its fds, its settings) reaches a process like ptrace
+     * does: no path effect, but an interaction (no "only the clock woke it" judgment this turn). */
+    if (strncmp(path, "/proc/", 6) == 0 && op != AGG_REMOVE)
+      s->proc_writes++;
     return;
+  }
   int fresh;
   struct pent *e = upsert(s, path, &fresh);
   if (!e)
@@ -491,7 +497,7 @@ void agg_report(struct sandbox *s, FILE *out)
     first = 0;
   }
   fprintf(out, "],\"dropped\":%llu,\"events\":%llu,\"interactions\":%llu,\"unknown\":", (unsigned long long)drops,
-          (unsigned long long)(s->events - s->events_base), (unsigned long long)(s->interactions - s->interactions_base));
+          (unsigned long long)(s->events - s->events_base), (unsigned long long)(s->interactions - s->interactions_base + s->proc_writes));
   if (unknown[0])
     json_str(out, unknown);
   else

@@ -43,6 +43,7 @@ struct sandbox {
   uint64_t unresolved;
   uint64_t bytes_base, drops_base, events_base, interactions_base; /* map counters at the last reset */
   uint64_t bytes, drops, events, interactions;                     /* latest map counters */
+  uint64_t proc_writes; /* writes into /proc this turn: interactions the path events show (not in the map) */
   /* processes */
   struct pidset started, exited, execed;
   uint64_t forks, execs, exits;

@@ -98,7 +98,19 @@ describe('helper aggregation (--no-bpf)', skip, () => {
     await inject(s, { kind: 'create', path: '/sys/fs/cgroup/x' });
     await inject(s, { kind: 'modify', path: '/a/./b/../c//d' });
     await inject(s, { kind: 'modify', path: '/device' });
+    const e = await ins.effects(s, { reset: false });
     assert.deepEqual(await changes(s), ['modified /a/c/d', 'modified /device']);
+    assert.equal(e.interactions, 1, 'the write into /proc reached a process');
+  });
+
+  test('a write into another process through /proc is an interaction, not a path', async () => {
+    const s = await sandbox();
+    await inject(s, { kind: 'modify', path: '/proc/123/mem' });
+    await inject(s, { kind: 'modify', path: '/proc/self/fd/1' });
+    await inject(s, { kind: 'modify', path: '/sys/kernel/x' });
+    const e = await ins.effects(s);
+    assert.deepEqual(e.fs.changedPaths, []);
+    assert.equal(e.interactions, 2);
   });
 
   test('reset starts a new turn', async () => {
