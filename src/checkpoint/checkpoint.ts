@@ -16,6 +16,12 @@ export interface TakeOptions {
    * process of the sandbox could act meanwhile.
    */
   afterDump?: () => Promise<void>;
+  /**
+   * Session shells whose state this (fs) checkpoint holds as a script instead of in a process
+   * image: by session, the state digest the script must give. The scripts are in the snapshot
+   * (`SandboxChannel.replayPath`); a restore runs them and checks the digests.
+   */
+  shellReplay?: Record<string, string>;
 }
 
 export interface TakeResult {

@@ -36,6 +36,8 @@ interface CheckpointMeta {
   sandbox: SandboxRecord;
   escalatedFrom?: CheckpointKind;
   fsMode?: string;
+  /** `TakeOptions.shellReplay`. */
+  shellReplay?: Record<string, string>;
 }
 
 export class Checkpointer {
@@ -184,6 +186,8 @@ export class Checkpointer {
       }
       const meta: CheckpointMeta = { binds: bindIdentities(rec), sandbox: rec, fsMode: snap.mode };
       if (kind !== requested) meta.escalatedFrom = requested;
+      // a dump holds the shells' state itself: a script is only for checkpoints that reuse an image
+      if (opts!.shellReplay && kind === 'fs') meta.shellReplay = opts!.shellReplay;
       const ck = await span('ck.commit', () => this.catalog.commitCheckpoint(
         {
           id: ckptId,
@@ -217,6 +221,20 @@ export class Checkpointer {
       const targetId = opts.as ? checkName('sandbox', opts.as) : ck.sandboxId;
       return this.exclusive(targetId, () => this.restoreLocked(ck, targetId, opts));
     });
+  }
+
+  /**
+   * Takes each session shell of a restored sandbox from its image's state to the checkpoint's:
+   * runs the replay script the snapshot holds, then checks the state digest.
+   */
+  private async replayShells(sandboxId: string, ckId: string, digests: Record<string, string>): Promise<void> {
+    const ch = this.sandboxes.channel(sandboxId);
+    for (const [session, want] of Object.entries(digests)) {
+      const script = fs.readFileSync(ch.host(ch.replayPath(session)), 'utf8');
+      await this.sandboxes.exec(sandboxId, script, { session });
+      const got = ch.sessionState(session);
+      if (got !== want) throw shellReplayMismatch(ckId, session, want, got);
+    }
   }
 
   /** Rolls a sandbox back to one of its own checkpoints. */
@@ -405,14 +423,26 @@ export class Checkpointer {
       fs.rmSync(scratch, { recursive: true, force: true });
     }
     if (criuOptions.length) await sandboxes.writeBundle(rec); // later checkpoints and restores: no restore-only options
-    processMs += performance.now() - tProc;
     if (!existing) fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
+    if (meta.shellReplay) await span('rs.shellReplay', () => this.replayShells(targetId, ck.id, meta.shellReplay!));
+    processMs += performance.now() - tProc;
 
     await this.ensureCatalogSandbox(rec);
     if (!newSandbox) await this.catalog.setRef(headRef(targetId), ck.id);
     else this.manifestCache.delete(targetId);
     return { sandboxId: targetId, checkpointId: ck.id, fsMs, processMs, totalMs: performance.now() - t0 };
   }
+}
+
+/** Refused when a session's state after its replay script is not the one checkpointed: the restore is not what was taken. */
+function shellReplayMismatch(ckId: string, session: string, want: string, got: string | null): CrabError {
+  return new CrabError(
+    'RESTORE_SHELL_STATE',
+    'internal',
+    `restoring checkpoint ${ckId}: session '${session}' has state ${got ?? 'none'} after its replay script, not the checkpoint's ${want}`,
+    'The processes and files are restored; the shell is not. Roll back to the checkpoint before it, and report this with the sandbox\'s /run/crab/s/' + session + '/replay.sh.',
+    { session, want, got },
+  );
 }
 
 /** The identity of every host bind mount of a sandbox (what must not change under a checkpoint). */

@@ -7,6 +7,7 @@
  *   pollers that only followed the clock pass (`judgeTimeOnly`), decide the granularity
  *   (`decideGranularity`), and take exactly that checkpoint — or none.
  */
+import fs from 'node:fs';
 import { span } from '../core/prof.js';
 import type { Logger } from '../core/log.js';
 import type { Checkpointer } from '../checkpoint/checkpointer.js';
@@ -19,6 +20,7 @@ import { decideGranularity, type Granularity } from '../inspector/granularity.js
 import { diffSnapshots, netCountersDigest, procChannels, refreshIoCounters, snapshotProcesses, type ProcChannels, type ProcessDiff, type ProcSnapshot } from '../inspector/process-probe.js';
 import { changedSurvivors, judgeTimeOnly, type TimeOnlyVerdict } from '../inspector/time-only.js';
 import { processesConnectedTo, type Endpoint } from '../inspector/agent-probe.js';
+import { replayScript } from '../sandbox/shell-replay.js';
 
 export type CheckpointMode = 'off' | 'chat-only' | 'full' | 'crab';
 export const CHECKPOINT_MODES: readonly CheckpointMode[] = ['off', 'chat-only', 'full', 'crab'];
@@ -39,7 +41,12 @@ const MAX_DIGEST_BYTES = 64 * 1024 * 1024;
 /** Process-side state at a sandbox's last process (or full) checkpoint: what later turns are judged against. */
 interface Baseline {
   procs: ProcSnapshot;
+  /** The session shells' state digests at the newest checkpoint (a replayed shell moves them on). */
   shells: Record<string, string | null>;
+  /** The session shells' state texts and digests in the process image: what a replay starts from. */
+  imageShells: Record<string, { text: string | null; digest: string | null }>;
+  /** Shell digests at each checkpoint of `imageOf` (a restore of one carries its own over). */
+  shellsAt: Record<string, Record<string, string | null>>;
   /** The network namespace's packet counters (netCountersDigest). */
   net: string | null;
   /** Pid inside the sandbox of each host pid in `procs` (a restore keeps those, not host pids). */
@@ -114,7 +121,7 @@ export class TurnController {
     await this.attach(sandboxId);
     const old = this.previous.get(sandboxId);
     this.previous.delete(sandboxId);
-    const carried = old && restored && old.imageOf.includes(restored.id) ? await carryOver(old, processesOf(sandboxId)) : null;
+    const carried = old && restored && old.imageOf.includes(restored.id) ? await carryOver({ ...old, shells: old.shellsAt[restored.id] ?? old.shells }, processesOf(sandboxId)) : null;
     if (!carried) {
       this.forceFull.add(sandboxId); // no baseline for the restored processes: be conservative once
       return;
@@ -139,6 +146,7 @@ export class TurnController {
     let decision: Granularity = 'skip';
     let reasons: string[] = [];
     let pending = null as Baseline | null; // set inside the plan callback (no narrowing to null)
+    let nextShells = null as Record<string, string | null> | null;
     let interactions = Number.POSITIVE_INFINITY;
     try {
       const checkpoint = await this.deps.checkpointer.takePlanned(sandboxId, turn, async ({ first }) => {
@@ -146,15 +154,14 @@ export class TurnController {
         // CRIU runs in the sandbox's cgroup during dumps and restores: its logs are not the agent's.
         // Nor is an in-sandbox agent's connection to the proxy an external effect.
         const effects = raw && withoutProxyTraffic(withoutControlFiles(raw, [this.deps.sandboxes.dirs(sandboxId).ckpt]), this.agentEndpoint);
-        // A write into /proc (a process's mem, its fds) reaches another process like ptrace does.
-        const procWrites = effects ? effects.fs.changedPaths.filter((p) => p === '/proc' || p.startsWith('/proc/')).length : 0;
-        interactions = (this.interactions.get(sandboxId) ?? 0) + (effects?.interactions ?? Number.POSITIVE_INFINITY) + procWrites;
+        // (the helper counts a write into /proc, a process's mem or fds, as an interaction too)
+        interactions = (this.interactions.get(sandboxId) ?? 0) + (effects?.interactions ?? Number.POSITIVE_INFINITY);
         // The sandbox is frozen: its process list is read once for the whole decision.
         const live = processesOf(sandboxId);
         const init = live.find((p) => p.nsPid === 1);
         let net: Promise<string | null> | undefined;
         const netNow = () => (net ??= init ? netCountersDigest(init.hostPid) : Promise.resolve(null));
-        const { ignorePids, shells, agents } = await this.crabProcesses(sandboxId, live);
+        const { ignorePids, shells, shellTexts, agents } = await this.crabProcesses(sandboxId, live);
         const baseline = this.baselines.get(sandboxId);
         const procs = await span('tc.snapProcs', () => snapshotProcesses(live.map((p) => p.hostPid), { ignorePids }));
         let probe = baseline ? diffSnapshots(baseline.procs, procs) : null;
@@ -180,14 +187,30 @@ export class TurnController {
         reasons = timeOnly?.timeOnly ? [...d.reasons, `time-only ${timeOnly.pids.join(',')}`] : d.reasons;
         const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
         if (shellChanged && (decision === 'skip' || decision === 'fs')) {
-          decision = 'process';
+          decision = 'fs';
           reasons = [...reasons, 'shell-state'];
         }
+        // An fs checkpoint reuses the image: shells that moved on since are replayed from a script, or dumped.
+        let shellReplay: Record<string, string> | undefined;
+        if (decision === 'fs' && baseline) {
+          const r = replayShells(baseline, shells, shellTexts);
+          if ('refused' in r) {
+            decision = 'process';
+            reasons = [...reasons, `no shell replay: ${r.refused}`];
+          } else if (Object.keys(r.scripts).length) {
+            const ch = this.deps.sandboxes.channel(sandboxId);
+            for (const [name, script] of Object.entries(r.scripts)) fs.writeFileSync(ch.host(ch.replayPath(name)), script);
+            shellReplay = Object.fromEntries(Object.keys(r.scripts).map((n) => [n, shells[n]!]));
+            if (shellChanged) reasons = [...reasons, 'shell-replay'];
+          }
+        }
+        nextShells = shells;
         if (decision === 'skip') return null;
         if (decision === 'process' || decision === 'full') {
           // The new baseline: this frozen moment, with digests so later idle turns can be told apart.
           const digested = await span('tc.digestAll', () => snapshotProcesses(Object.keys(procs.procs).map(Number), { ignorePids, digest: true, maxDigestBytes: MAX_DIGEST_BYTES }));
-          pending = { procs: digested, shells, net: await netNow(), nsPids: Object.fromEntries(live.map((p) => [p.hostPid, p.nsPid])), imageOf: [] };
+          const imageShells = Object.fromEntries(Object.keys(shells).map((n) => [n, { text: shellTexts[n] ?? null, digest: shells[n] ?? null }]));
+          pending = { procs: digested, shells, imageShells, shellsAt: {}, net: await netNow(), nsPids: Object.fromEntries(live.map((p) => [p.hostPid, p.nsPid])), imageOf: [] };
         }
         const hintPaths = effects && d.pathsComplete && decision !== 'full' ? [...effects.fs.changedPaths, CONTROL_DIR] : undefined;
         // Which processes made the probe say "changed" (command lines: pids alone say little later).
@@ -199,7 +222,7 @@ export class TurnController {
           if (this.deps.inspector) await this.deps.inspector.effects(sandboxId, { reset: true });
           if (pending) await refreshIoCounters(pending.procs);
         };
-        return { kind: decision, hintPaths, afterDump, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons, probe: probeReport } };
+        return { kind: decision, hintPaths, afterDump, shellReplay, effects: { ...(effects ?? { unknown: 'no inspector' }), decision, reasons, probe: probeReport } };
       });
       if (checkpoint) {
         this.forceFull.delete(sandboxId);
@@ -207,10 +230,16 @@ export class TurnController {
       }
       if (pending && checkpoint) {
         // Processes are in this checkpoint: later turns are judged against it.
-        this.baselines.set(sandboxId, { ...pending, imageOf: [checkpoint.checkpoint.id] });
+        const id = checkpoint.checkpoint.id;
+        this.baselines.set(sandboxId, { ...pending, imageOf: [id], shellsAt: { [id]: pending.shells } });
         this.interactions.set(sandboxId, 0);
       } else {
-        if (checkpoint) this.baselines.get(sandboxId)?.imageOf.push(checkpoint.checkpoint.id); // an fs checkpoint reuses the image
+        const b = this.baselines.get(sandboxId);
+        if (checkpoint && b) {
+          // an fs checkpoint reuses the image; the shells it holds (replayed or not) are now's
+          b.imageOf.push(checkpoint.checkpoint.id);
+          if (nextShells) b.shells = b.shellsAt[checkpoint.checkpoint.id] = nextShells;
+        }
         // Skip or fs: the process baseline stays the last process checkpoint's.
         this.interactions.set(sandboxId, interactions);
       }
@@ -227,13 +256,17 @@ export class TurnController {
    * shells, judged semantically instead) and an in-sandbox agent (the process whose request to
    * the proxy is in flight: its memory changes every turn by design).
    */
-  private async crabProcesses(sandboxId: string, procs: readonly HostProcess[]): Promise<{ ignorePids: number[]; shells: Record<string, string | null>; agents: number[] }> {
+  private async crabProcesses(
+    sandboxId: string,
+    procs: readonly HostProcess[],
+  ): Promise<{ ignorePids: number[]; shells: Record<string, string | null>; shellTexts: Record<string, string | null>; agents: number[] }> {
     const ch = this.deps.sandboxes.channel(sandboxId);
     // Only a sandbox with a link can reach the proxy's link address: no other pays for the probe.
     const linked = !!this.deps.sandboxes.record(sandboxId).link;
     const agents = this.agentEndpoint && linked ? await processesConnectedTo(procs.map((p) => p.hostPid), this.agentEndpoint) : [];
     const ignoreNs = new Set<number>([1]);
     const shells: Record<string, string | null> = {};
+    const shellTexts: Record<string, string | null> = {};
     for (const name of ch.sessions()) {
       try {
         ignoreNs.add(ch.sessionPid(name));
@@ -241,8 +274,9 @@ export class TurnController {
         continue; // session still starting
       }
       shells[name] = ch.sessionState(name);
+      shellTexts[name] = ch.sessionStateText(name);
     }
-    return { ignorePids: [...procs.filter((p) => ignoreNs.has(p.nsPid)).map((p) => p.hostPid), ...agents], shells, agents };
+    return { ignorePids: [...procs.filter((p) => ignoreNs.has(p.nsPid)).map((p) => p.hostPid), ...agents], shells, shellTexts, agents };
   }
 }
 
@@ -294,5 +328,28 @@ async function carryOver(old: Baseline, live: readonly HostProcess[]): Promise<B
     procs.procs[host] = { ...info, pid: host, startTime: cur.startTime, cpuTicks: -1, runtimeNs: -1, io: undefined };
     nsPids[host] = ns;
   }
-  return { procs, shells: old.shells, net: null, nsPids, imageOf: old.imageOf };
+  return { ...old, procs, net: null, nsPids };
+}
+
+/**
+ * The replay script of each session shell whose state is not the image's any more (none when all
+ * are), or why one cannot be replayed. A session the image lacks cannot be replayed.
+ */
+export function replayShells(
+  baseline: Pick<Baseline, 'imageShells'>,
+  shells: Record<string, string | null>,
+  texts: Record<string, string | null>,
+): { scripts: Record<string, string> } | { refused: string } {
+  const scripts: Record<string, string> = {};
+  for (const [name, digest] of Object.entries(shells)) {
+    const image = baseline.imageShells[name];
+    if (image && image.digest === digest) continue;
+    const from = image?.text;
+    const to = texts[name];
+    if (!from || !to || !digest) return { refused: `session ${name} has no state in the image to start from` };
+    const r = replayScript(from, to);
+    if ('refused' in r) return { refused: `session ${name}: ${r.refused}` };
+    scripts[name] = r.script;
+  }
+  return { scripts };
 }

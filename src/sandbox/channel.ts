@@ -124,6 +124,21 @@ export class SandboxChannel {
     this.poke(`${d}/in`, sessionStateFunction(d));
   }
 
+  /** The session shell's state as text (what its digest is of: `shell-replay.ts` reads it); null before the first command. */
+  sessionStateText(name: string): string | null {
+    try {
+      return fs.readFileSync(this.host(`${SESSION_DIR}/${name}/state.raw`), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  /** Where a checkpoint keeps the script that brings session `name` to its state (inside the sandbox). */
+  replayPath(name: string): string {
+    return `${SESSION_DIR}/${name}/replay.sh`;
+  }
+
   /** Digest of the session shell's state (cwd, variables, functions, aliases, options, jobs), refreshed after every command; null before the first. */
   sessionState(name: string): string | null {
     try {
@@ -237,13 +252,15 @@ const VOLATILE_VARS = 'BASH[A-Z_]*|_|__crab_[a-z_]*|HOSTNAME|RANDOM|SRANDOM|SECO
  * A one-line bash function the session runs after each command: it digests everything a later
  * command could observe of the shell itself, so a turn of `cat` and `grep` leaves it unchanged.
  */
-function sessionStateFunction(sessionDir: string): string {
+export function sessionStateFunction(sessionDir: string): string {
   // The group runs in the session shell itself (no subshell: `jobs` must see its job table; without
-  // pids, so a job re-started identically after a recovery compares equal);
+  // pids, so a job re-started identically after a recovery compares equal). Each part starts with
+  // a line of RS (\x1e) and its name (`shell-replay.ts` reads them); OLDPWD is among the variables.
   // `>|` because the agent may have set noclobber. state.raw keeps only the digested lines, so an
   // unchanged shell leaves the same bytes for the next checkpoint (BASH_LINENO alone would differ).
   return (
-    `__crab_state() { { printf '%s\\n' "$PWD" "$OLDPWD"; declare -p; declare -f; alias; set +o; shopt -p; jobs; trap -p; umask; } >| ${sessionDir}/state.all 2>&1; ` +
+    `__crab_state() { { printf '\\036cwd\\n%s\\n' "$PWD"; printf '\\036vars\\n'; declare -p; printf '\\036functions\\n'; declare -f; printf '\\036aliases\\n'; alias; ` +
+    `printf '\\036set\\n'; set +o; printf '\\036shopt\\n'; shopt -p; printf '\\036jobs\\n'; jobs; printf '\\036traps\\n'; trap -p; printf '\\036umask\\n'; umask; } >| ${sessionDir}/state.all 2>&1; ` +
     `grep -Ev '^declare -[-a-zA-Z]* (${VOLATILE_VARS})(=|$)' ${sessionDir}/state.all >| ${sessionDir}/state.raw; rm -f ${sessionDir}/state.all; ` +
     `cksum <${sessionDir}/state.raw >| ${sessionDir}/state; }`
   );

@@ -62,6 +62,49 @@ describe('turn boundaries through the LLM proxy (real sandboxes, inspector, CRIU
     }
   });
 
+  test('crab mode: a turn that only changes the shell takes an fs checkpoint and a replay script; recovery and rollback bring the shell back exactly', async () => {
+    const id = `${prefix}-shell`;
+    await host.service.createSandbox({ name: id });
+    host.setMode(id, 'crab');
+    const client = new OpenAI({ apiKey: 'k', baseURL: `${host.proxyUrl}/s/${id}/v1` });
+    const s = (cmd: string) => host.service.exec(id, cmd, { session: 'main' });
+    const turns = [
+      'mkdir -p /work && cd /work', // a new session shell: in the process image
+      "export A=1; f() { echo hi from f; }; alias ll='ls -l'", // shell only: replayed
+      'echo x > /work/x', // files only, the shell still not the image's: replayed again
+      'cd /tmp; A=2; set -o pipefail', // shell only: replayed
+      'arr=(1 2)', // an array: not replayable, so a process checkpoint
+      'cat /work/x', // reads: skip
+    ];
+    for (const cmd of turns) {
+      await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: cmd }] });
+      await s(cmd);
+    }
+    await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'last' }] });
+    const cks = await host.checkpointer.catalog.listCheckpoints(id);
+    const at = (turn: number) => cks.find((c) => c.turn === turn);
+    const why = cks.map((c) => `${c.turn}:${c.kind}:${(c.effects as { reasons?: string[] })?.reasons?.join('+')}`).join(' ');
+    const replayOf = (turn: number) => (at(turn)?.meta as { shellReplay?: Record<string, string> } | undefined)?.shellReplay;
+    assert.deepEqual([2, 3, 4, 5, 6].map((t) => at(t)?.kind ?? 'skip'), ['fs', 'fs', 'fs', 'process', 'skip'], why);
+    assert.ok(replayOf(2)?.main && replayOf(3)?.main && replayOf(4)?.main, `fs checkpoints carry the shell's digest (${why})`);
+    assert.equal(replayOf(5), undefined);
+    const shellAt = (t: number) => (at(t)!.meta as { shellReplay: Record<string, string> }).shellReplay.main;
+
+    // killed after turn 5's boundary was taken: back to turn 5 (a process image: no replay needed)
+    await host.service.stopSandbox(id);
+    await host.recover(id);
+    assert.deepEqual((await s('pwd; echo $A ${arr[1]}; f; alias ll; cat /work/x')).stdout.trim().split('\n'), ['/tmp', '2 2', 'hi from f', "alias ll='ls -l'", 'x']);
+    // roll back to turn 4 (the image of turn 1 and a script): exactly the shell turn 4 left
+    await host.service.rollback(id, at(4)!.id, { force: true });
+    const ch = host.service.sandboxes.channel(id);
+    assert.equal(ch.sessionState('main'), shellAt(4));
+    assert.deepEqual((await s('pwd; echo "$A" "${arr[*]}"; f; shopt -o pipefail | cut -f2; cat /work/x')).stdout.trim().split('\n'), ['/tmp', '2 ', 'hi from f', 'on', 'x']);
+    // and to turn 2, in a new sandbox: the script runs there too
+    const other = `${prefix}-shell-as`;
+    await host.service.restore(at(2)!.id, { as: other });
+    assert.deepEqual((await host.service.exec(other, 'pwd; echo $A; f; test -e /work/x || echo no-x', { session: 'main' })).stdout.trim().split('\n'), ['/work', '1', 'hi from f', 'no-x']);
+  });
+
   for (const mode of ['full', 'crab', 'chat-only'] as const) {
     test(`recover after a kill at a random turn (${mode} mode)`, async () => {
       const id = `${prefix}-rec-${mode}`;
