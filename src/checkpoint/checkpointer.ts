@@ -440,7 +440,7 @@ function shellReplayMismatch(ckId: string, session: string, want: string, got: s
     'RESTORE_SHELL_STATE',
     'internal',
     `restoring checkpoint ${ckId}: session '${session}' has state ${got ?? 'none'} after its replay script, not the checkpoint's ${want}`,
-    'The processes and files are restored; the shell is not. Roll back to the checkpoint before it, and report this with the sandbox\'s /run/crab/s/' + session + '/replay.sh.',
+    `The processes and files are restored; the shell is not. Roll back to an earlier checkpoint, and report this with the sandbox's /run/crab/s/${session}/replay.sh.`,
     { session, want, got },
   );
 }

@@ -347,6 +347,8 @@ export function replayShells(
     const from = image?.text;
     const to = texts[name];
     if (!from || !to || !digest) return { refused: `session ${name} has no state in the image to start from` };
+    // the digest is `cksum` of the text ("CRC SIZE"): a text read apart from its digest would be replayed to the wrong state
+    if (Number(digest.split(' ')[1]) !== Buffer.byteLength(to)) return { refused: `session ${name}: its state text and digest disagree` };
     const r = replayScript(from, to);
     if ('refused' in r) return { refused: `session ${name}: ${r.refused}` };
     scripts[name] = r.script;
