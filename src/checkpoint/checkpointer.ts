@@ -24,6 +24,7 @@ import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
 import { leaseLink, releaseLink } from '../sandbox/net-link.js';
 import { processStartTicks } from '../sandbox/sandbox-manager.js';
+import { processesOf } from '../sandbox/cgroup.js';
 import { imageAffinity } from './criu-pagemap.js';
 import { freeze, freezerState, thaw } from './freezer.js';
 import { LAYER_GRACE_MS, layersToRemove, type LayerEntry } from './layer-gc.js';
@@ -243,7 +244,9 @@ export class Checkpointer {
     if (ck.sandboxId !== sandboxId) {
       throw precondition('CKPT_OTHER_SANDBOX', `checkpoint ${ckptId} belongs to sandbox '${ck.sandboxId}', not '${sandboxId}'`, `Use 'crab restore ${ckptId} --as NAME' or 'crab fork' to start another sandbox from it.`);
     }
-    return this.exclusive(sandboxId, () => this.restoreLocked(ck, sandboxId, opts));
+    // A rollback keeps the files that did not change since the checkpoint (hard links); a
+    // recovery does not: after a crash the writable layer counts as lost.
+    return this.exclusive(sandboxId, () => this.restoreLocked(ck, sandboxId, { ...opts, reuseFiles: true }));
   }
 
   /** Starts `count` new sandboxes from one checkpoint; each has its own id, cgroup and writable layer. */
@@ -336,7 +339,7 @@ export class Checkpointer {
   private async restoreLocked(
     ck: CheckpointRecord,
     targetId: string,
-    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean },
+    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: boolean },
   ): Promise<RestoreResult> {
     const t0 = performance.now();
     const meta = ck.meta as CheckpointMeta;
@@ -385,16 +388,24 @@ export class Checkpointer {
     const scratch = path.join(d.ckpt, `restore-${newId('')}`);
     const tFs = performance.now();
     let processMs = 0;
+    // Files unchanged since the checkpoint are linked from the current upper, frozen meanwhile
+    // (its state is being discarded; if the restore refuses, it runs on).
+    const reuse = opts.reuseFiles && existing && !layer ? d.upper : undefined;
+    const frozen = !!reuse && (await sandboxes.status(targetId)).status === 'running';
+    if (frozen) await freeze(targetId);
     try {
       await fs.promises.rm(staging, { recursive: true, force: true });
       if (layer) fs.mkdirSync(staging, { recursive: true });
-      else await span('rs.materialize', () => materialize(manifest, this.store, staging));
+      else await span('rs.materialize', () => materialize(manifest, this.store, staging, { reuse }));
       const tImg = performance.now();
       await span('rs.materializeDir', () => this.store.materializeDir(recipe, path.join(scratch, 'img')));
       processMs += performance.now() - tImg;
 
       // Files first: swap in the fresh upper with exactly the checkpoint's tree.
       if (existing) {
+        // Linked files share inodes with the old upper: its tasks get SIGKILL while still frozen,
+        // so none runs again (they die on the thaw that stop() does) and nothing writes through a link.
+        if (frozen) killFrozen(targetId);
         await sandboxes.stop(targetId);
         await unmount(d.rootfs);
       }
@@ -403,6 +414,7 @@ export class Checkpointer {
       fs.renameSync(staging, d.upper);
       await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
     } catch (err) {
+      if (frozen && (await sandboxes.status(targetId)).status === 'paused') thaw(targetId); // refused: the sandbox runs on as it was
       if (!existing && rec.link) await releaseLink(sandboxes.linkLeaseDir, rec.link).catch(() => undefined); // the original error says why
       for (const p of [staging, scratch, ...(existing ? [] : [d.root])]) await fs.promises.rm(p, { recursive: true, force: true });
       throw err;
@@ -431,6 +443,18 @@ export class Checkpointer {
     if (!newSandbox) await this.catalog.setRef(headRef(targetId), ck.id);
     else this.manifestCache.delete(targetId);
     return { sandboxId: targetId, checkpointId: ck.id, fsMs, processMs, totalMs: performance.now() - t0 };
+  }
+}
+
+/** SIGKILL to every task of a frozen sandbox (pids from its own cgroup): each dies when thawed, before running again. */
+function killFrozen(sandboxId: string): void {
+  for (const p of processesOf(sandboxId)) {
+    if (p.hostPid <= 1) continue;
+    try {
+      process.kill(p.hostPid, 'SIGKILL');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // gone already
+    }
   }
 }
 

@@ -1,4 +1,6 @@
 /** @module materialize(): a manifest → a fresh overlay upper directory, exactly. */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { CrabError } from '../core/errors.js';
@@ -11,11 +13,22 @@ import { MANIFEST_FORMAT, comparePaths } from './manifest.js';
 export interface MaterializeOptions {
   /** Files written at once (default 8). */
   concurrency?: number;
+  /**
+   * An upper directory on the same filesystem that may still hold some of the manifest's files
+   * unchanged (a rollback's current upper). A file there that is the inode the manifest recorded,
+   * with the same ctime (any write, chmod, chown, xattr or link change moves it), or that holds
+   * the same bytes (sha256), is hard-linked instead of written; its metadata is then set as for
+   * any file. Nothing may write to `reuse` meanwhile (its sandbox frozen or stopped), and the
+   * caller discards it afterwards: the inodes are shared.
+   */
+  reuse?: string;
 }
 
 export interface MaterializeResult {
   entries: number;
   bytesWritten: number;
+  /** Files hard-linked from `reuse` instead of written. */
+  filesLinked: number;
 }
 
 /**
@@ -79,8 +92,34 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
   }
 
   let bytesWritten = 0;
+  let filesLinked = 0;
+  // An inode of `reuse` serves one link group at most (two files made one by `ln` since must not stay one).
+  const claimed = new Map<bigint, number | string>();
+  const reusable = async (e: ManifestEntry): Promise<string | null> => {
+    if (!opts.reuse) return null;
+    const src = path.join(opts.reuse, ...checkRel(e.path));
+    const st = await fsp.lstat(src, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null; // not there any more
+      throw err;
+    });
+    if (!st?.isFile() || Number(st.size) !== e.size) return null;
+    // The inode the manifest recorded, untouched since (ctime); else the same bytes (after an
+    // earlier rollback its inodes are linked anew, which moves their ctime).
+    const untouched = Number(st.dev) === manifest.sourceDev && Number(st.ino) === e.ino && st.ctimeNs.toString() === e.ctimeNs && st.mtimeNs.toString() === e.mtimeNs;
+    if (!untouched && (e.sha256 === undefined || (await sha256Of(src, e.size)) !== e.sha256)) return null;
+    const group = e.linkGroup ?? e.path;
+    if ((claimed.get(st.ino) ?? group) !== group) return null;
+    claimed.set(st.ino, group);
+    return src;
+  };
   await pool(files, opts.concurrency ?? 8, async (e) => {
     if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
+    const src = await reusable(e);
+    if (src) {
+      await fsp.link(src, abs(e));
+      filesLinked++;
+      return;
+    }
     // the target is new and empty (checked above); the metadata helper sets the mode below
     await store.materializeFile(e.recipe, abs(e), { fresh: true });
     bytesWritten += e.recipe.size;
@@ -105,7 +144,14 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
     req.nodes = [];
   }
   await applyMetadata(req);
-  return { entries: entries.length, bytesWritten };
+  return { entries: entries.length, bytesWritten, filesLinked };
+}
+
+async function sha256Of(file: string, size: number): Promise<string> {
+  const h = createHash('sha256');
+  if (size <= 1 << 20) return h.update(await fsp.readFile(file)).digest('hex'); // a stream costs more than a small file's read
+  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  return h.digest('hex');
 }
 
 function checkRel(rel: string): string[] {

@@ -115,6 +115,34 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     await Promise.all(forks.map((f) => m.remove(f.sandboxId)));
   });
 
+  test('a rollback links the files that did not change since the checkpoint and writes the rest; a writer in the sandbox cannot reach the links', async () => {
+    const id = `${prefix}-rbl`;
+    await m.create({ name: id });
+    const s = (cmd: string) => m.exec(id, cmd, { session: 'main' });
+    await s('mkdir -p /w && cd /w && for i in $(seq 1 300); do echo "file $i" > f$i; done; echo keep > kept; echo old > edited; echo old > chmodded; echo old > deleted; echo same > twin1; echo same > twin2');
+    const ck = (await cr.take(id, { kind: 'full', turn: 1 })).checkpoint;
+    const want = treeHash(await loadManifest(cr.store, ck.fsManifest!), HASH_OPTS);
+    const inoOf = (rel: string) => fs.statSync(path.join(m.dirs(id).upper, rel)).ino;
+    const keptIno = inoOf('w/kept');
+    // after the checkpoint: an edit in place, a chmod, a delete, a new file, and a writer that
+    // keeps appending to a file the checkpoint has (unchanged until it started)
+    await s('echo new >> edited; chmod 600 chmodded; rm deleted; echo later > added; ln -f twin1 twin2; (while :; do echo x >> /w/f1; done) & sleep 0.2');
+    const editedIno = inoOf('w/edited');
+    await cr.rollback(id, ck.id);
+    assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want, 'the tree is the checkpoint\'s');
+    assert.equal(inoOf('w/kept'), keptIno, 'an unchanged file is the same inode, linked');
+    assert.notEqual(inoOf('w/edited'), editedIno, 'a changed file is written anew');
+    const out = await s('cat /w/edited; stat -c %a /w/chmodded; cat /w/deleted; test -e /w/added || echo no-added; cat /w/f1; jobs | wc -l; stat -c %h /w/twin1 /w/twin2');
+    assert.deepEqual(out.stdout.trim().split('\n'), ['old', '644', 'old', 'no-added', 'file 1', '0', '1', '1']);
+    assert.notEqual(inoOf('w/twin1'), inoOf('w/twin2'), 'two files made one by ln since are two again');
+    // again, after a change: the files a rollback linked have a new ctime, so they are matched by content
+    await s('echo again >> /w/f2');
+    await cr.rollback(id, ck.id);
+    assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want);
+    assert.equal(inoOf('w/kept'), keptIno, 'still the same inode');
+    assert.equal((await s('cat /w/f2')).stdout, 'file 2\n');
+  });
+
   test('a process whose memory changes a few bytes a turn is stored as XOR deltas, and rolls back to exactly that memory', async () => {
     const id = `${prefix}-delta`;
     await m.create({ name: id, packages: ['python3'] });
