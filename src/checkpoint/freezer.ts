@@ -1,21 +1,16 @@
 /** @module Freezing a sandbox's cgroup (v1 freezer): the one frozen moment a checkpoint is taken from. */
 import fs from 'node:fs';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CrabError } from '../core/errors.js';
-import { CGROUP_PARENT } from '../sandbox/cgroup.js';
-
-function stateFile(sandboxId: string): string {
-  return path.join('/sys/fs/cgroup/freezer', CGROUP_PARENT, sandboxId, 'freezer.state');
-}
+import { freezerStateFile } from '../sandbox/cgroup.js';
 
 export function freezerState(sandboxId: string): string {
-  return fs.readFileSync(stateFile(sandboxId), 'utf8').trim();
+  return fs.readFileSync(freezerStateFile(sandboxId), 'utf8').trim();
 }
 
 /** Freezes every task of the sandbox and waits until the kernel reports FROZEN. */
 export async function freeze(sandboxId: string, timeoutMs = 5000): Promise<void> {
-  const file = stateFile(sandboxId);
+  const file = freezerStateFile(sandboxId);
   const deadline = Date.now() + timeoutMs;
   fs.writeFileSync(file, 'FROZEN');
   for (let delay = 0.2; ; delay = Math.min(delay * 2, 10)) {
@@ -30,5 +25,5 @@ export async function freeze(sandboxId: string, timeoutMs = 5000): Promise<void>
 }
 
 export function thaw(sandboxId: string): void {
-  fs.writeFileSync(stateFile(sandboxId), 'THAWED');
+  fs.writeFileSync(freezerStateFile(sandboxId), 'THAWED');
 }

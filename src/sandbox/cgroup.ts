@@ -12,6 +12,11 @@ export function cgroupsPathOf(sandboxId: string): string {
   return `/${CGROUP_PARENT}/${sandboxId}`;
 }
 
+/** The v1 freezer's state file of the sandbox's cgroup (FROZEN / FREEZING / THAWED). */
+export function freezerStateFile(sandboxId: string): string {
+  return path.join(CGROUP_ROOT, 'freezer', CGROUP_PARENT, sandboxId, 'freezer.state');
+}
+
 /** Every cgroup directory that may exist for the sandbox (for cleanup and checks). */
 export function cgroupDirsOf(sandboxId: string): string[] {
   return HIERARCHIES.map((h) => path.join(CGROUP_ROOT, h, CGROUP_PARENT, sandboxId));

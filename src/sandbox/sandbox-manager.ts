@@ -16,7 +16,7 @@ import { run } from '../core/run.js';
 import { rootLogger } from '../core/log.js';
 import { BASE_IMAGE } from '../image/image-store.js';
 import { ensureImage, type Progress } from '../image/image-builder.js';
-import { cgroupsPathOf, processesOf, removeCgroupDirs, type HostProcess } from './cgroup.js';
+import { cgroupsPathOf, freezerStateFile, processesOf, removeCgroupDirs, type HostProcess } from './cgroup.js';
 import { SandboxChannel, type ExecResult } from './channel.js';
 import { SESSION_DIR } from './init-script.js';
 import { buildOciSpec } from './oci-spec.js';
@@ -276,6 +276,21 @@ export class SandboxManager {
   }
 
   private async killContainer(id: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.killContainerOnce(id);
+      } catch (err) {
+        // A checkpoint's freeze landed between two of runc's status reads after init died (a kill
+        // during the freeze; seen once in a demo): runc fails the transition stopped → paused.
+        // Thaw, let the freeze give up or finish, and try again.
+        if (attempt >= 3 || !(err instanceof CrabError) || !/invalid state transition from stopped to paused/.test(err.message)) throw err;
+        fs.writeFileSync(freezerStateFile(id), 'THAWED');
+        await sleep(50 * (attempt + 1));
+      }
+    }
+  }
+
+  private async killContainerOnce(id: string): Promise<void> {
     const st = await this.runc.state(id);
     if (!st) return;
     if (st.status === 'paused') await this.runc.resume(id).catch(() => undefined); // a frozen cgroup cannot be killed; best effort

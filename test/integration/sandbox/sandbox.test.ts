@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { rootOnly, testPrefix } from '../../support/root.js';
 import { leftovers, manager, removeByPrefix } from '../../support/sandboxes.js';
-import { processesOf } from '../../../src/sandbox/cgroup.js';
+import { freezerStateFile, processesOf } from '../../../src/sandbox/cgroup.js';
 
 describe('sandbox runtime (real runc)', rootOnly(), () => {
   const prefix = testPrefix('sb');
@@ -79,6 +79,22 @@ describe('sandbox runtime (real runc)', rootOnly(), () => {
     await m.remove(sb.id);
     assert.deepEqual(await leftovers(m, sb.id), []);
     for (const pid of pids) assert.equal(fs.existsSync(`/proc/${pid}`) && !isZombie(pid), false, `pid ${pid} still alive`);
+  });
+
+  test('stop works on a sandbox whose init died while a checkpoint had its cgroup frozen', async () => {
+    // What a kill during a checkpoint's freeze can leave: init gone, the freezer cgroup FROZEN.
+    // (The race this comes from, a freeze landing between two of runc's own status reads, which
+    // makes runc fail with "invalid state transition from stopped to paused", cannot be forced.)
+    const id = `${prefix}-frozen-dead`;
+    await m.create({ name: id });
+    const init = processesOf(id).find((p) => p.nsPid === 1)!;
+    process.kill(init.hostPid, 'SIGKILL'); // our own sandbox's init, by its pid
+    for (let i = 0; i < 200 && processesOf(id).length; i++) await new Promise((r) => setTimeout(r, 10));
+    fs.writeFileSync(freezerStateFile(id), 'FROZEN');
+    await m.stop(id);
+    assert.equal((await m.status(id)).status, 'missing');
+    await m.remove(id);
+    assert.deepEqual(await leftovers(m, id), []);
   });
 
   test('20 sandboxes created and removed concurrently leave nothing behind', async () => {
