@@ -20,7 +20,7 @@ import { decideGranularity, type Granularity } from '../inspector/granularity.js
 import { diffSnapshots, netCountersDigest, procChannels, refreshIoCounters, snapshotProcesses, type ProcChannels, type ProcessDiff, type ProcSnapshot } from '../inspector/process-probe.js';
 import { changedSurvivors, judgeTimeOnly, type TimeOnlyVerdict } from '../inspector/time-only.js';
 import { processesConnectedTo, type Endpoint } from '../inspector/agent-probe.js';
-import { replayScript } from '../sandbox/shell-replay.js';
+import { replayScript, stateSections } from '../sandbox/shell-replay.js';
 
 export type CheckpointMode = 'off' | 'chat-only' | 'full' | 'crab';
 export const CHECKPOINT_MODES: readonly CheckpointMode[] = ['off', 'chat-only', 'full', 'crab'];
@@ -193,12 +193,12 @@ export class TurnController {
         // An fs checkpoint reuses the image: shells that moved on since are replayed from a script, or dumped.
         let shellReplay: Record<string, string> | undefined;
         if (decision === 'fs' && baseline) {
-          const r = replayShells(baseline, shells, shellTexts);
+          const ch = this.deps.sandboxes.channel(sandboxId);
+          const r = replayShells(baseline, shells, shellTexts, (p) => isDirectory(ch.host(p)));
           if ('refused' in r) {
             decision = 'process';
             reasons = [...reasons, `no shell replay: ${r.refused}`];
           } else if (Object.keys(r.scripts).length) {
-            const ch = this.deps.sandboxes.channel(sandboxId);
             for (const [name, script] of Object.entries(r.scripts)) fs.writeFileSync(ch.host(ch.replayPath(name)), script);
             shellReplay = Object.fromEntries(Object.keys(r.scripts).map((n) => [n, shells[n]!]));
             if (shellChanged) reasons = [...reasons, 'shell-replay'];
@@ -331,6 +331,16 @@ async function carryOver(old: Baseline, live: readonly HostProcess[]): Promise<B
   return { ...old, procs, net: null, nsPids };
 }
 
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false; // gone, or a file where a directory was
+    throw err;
+  }
+}
+
 /**
  * The replay script of each session shell whose state is not the image's any more (none when all
  * are), or why one cannot be replayed. A session the image lacks cannot be replayed.
@@ -339,6 +349,7 @@ export function replayShells(
   baseline: Pick<Baseline, 'imageShells'>,
   shells: Record<string, string | null>,
   texts: Record<string, string | null>,
+  isDir: (pathInSandbox: string) => boolean = () => true,
 ): { scripts: Record<string, string> } | { refused: string } {
   const scripts: Record<string, string> = {};
   for (const [name, digest] of Object.entries(shells)) {
@@ -349,6 +360,8 @@ export function replayShells(
     if (!from || !to || !digest) return { refused: `session ${name} has no state in the image to start from` };
     // the digest is `cksum` of the text ("CRC SIZE"): a text read apart from its digest would be replayed to the wrong state
     if (Number(digest.split(' ')[1]) !== Buffer.byteLength(to)) return { refused: `session ${name}: its state text and digest disagree` };
+    const cwd = stateSections(to)?.get('cwd')?.[0];
+    if (cwd && !isDir(cwd)) return { refused: `session ${name}: its working directory ${cwd} is gone` }; // a replayed cd would fail
     const r = replayScript(from, to);
     if ('refused' in r) return { refused: `session ${name}: ${r.refused}` };
     scripts[name] = r.script;

@@ -55,11 +55,12 @@ function parseVars(lines: readonly string[]): Map<string, Var> | string {
   return out;
 }
 
-function varLines(from: Map<string, Var>, to: Map<string, Var>): string[] | string {
+/** `moved`: variables the script itself changed before (a `cd` sets OLDPWD): set them whatever `from` says. */
+function varLines(from: Map<string, Var>, to: Map<string, Var>, moved: ReadonlySet<string>): string[] | string {
   const out: string[] = [];
   const plain = (v: Var) => /^[-x]+$/.test(v.flags) && (v.value === undefined || SCALAR_VALUE.test(v.value));
   for (const [name, v] of to) {
-    const was = from.get(name);
+    const was = moved.has(name) ? { flags: 'x', value: '=""', line: '' } : from.get(name);
     if (was?.line === v.line || DERIVED_VARS.has(name)) continue;
     if (!plain(v) || (was && !plain(was))) return `variable ${name} is not a plain scalar (declare -${v.flags})`;
     // declared without a value: only unset takes a value away
@@ -117,17 +118,19 @@ export function replayScript(from: string, to: string): { script: string } | { r
   if (!same('jobs')) return { refused: 'the job table changed' };
   if (!same('traps')) return { refused: 'traps changed' };
   const out: string[] = [];
-  if (!same('cwd')) {
+  const cdDone = !same('cwd');
+  if (cdDone) {
     const [cwd, ...rest] = part(b, 'cwd');
     if (!cwd?.startsWith('/') || rest.length) return { refused: 'a working directory it cannot read' };
     out.push(`builtin cd -- ${shellQuote(cwd)}`);
   }
-  if (!same('vars')) {
+  if (!same('vars') || cdDone) {
     const va = parseVars(part(a, 'vars'));
     const vb = parseVars(part(b, 'vars'));
     if (typeof va === 'string') return { refused: va };
     if (typeof vb === 'string') return { refused: vb };
-    const lines = varLines(va, vb);
+    // the cd set OLDPWD to the image's cwd, which the turn's own cds need not have left
+    const lines = varLines(va, vb, new Set(cdDone ? ['OLDPWD'] : []));
     if (typeof lines === 'string') return { refused: lines };
     out.push(...lines);
   }

@@ -14,4 +14,5 @@ test('replayShells: a script per shell that is not the image any more; refused w
   assert.deepEqual(replayShells(image, { other: digest(text('/tmp')) }, { other: text('/tmp') }), { refused: 'session other has no state in the image to start from' });
   assert.deepEqual(replayShells(image, { main: '1 5' }, { main: text('/tmp') }), { refused: 'session main: its state text and digest disagree' });
   assert.deepEqual(replayShells(image, { main: digest(text('/tmp')) }, { main: null }), { refused: 'session main has no state in the image to start from' });
+  assert.deepEqual(replayShells(image, { main: digest(text('/gone')) }, { main: text('/gone') }, (p) => p !== '/gone'), { refused: 'session main: its working directory /gone is gone' });
 });

@@ -44,6 +44,7 @@ function replayed(setup: string, turn: string): { want: string; got: string; scr
 test('replayScript: a turn that only changed the shell is replayed exactly', () => {
   const rows: Array<[string, string, string]> = [
     ['cd', 'mkdir -p /tmp', 'cd /tmp'],
+    ['cd back and forth: OLDPWD as the image had it, not as the script\'s cd leaves it', 'cd /tmp; cd /', 'cd /usr; cd /tmp; cd /var'],
     ['export', 'true', 'export PROJECT=crab GREETING="hello world"'],
     ['plain variables, quotes and escapes', 'A=1', "A=2; B=\"it's \\\"quoted\\\"\"; C=$'tab\\there'"],
     ['values on several lines', 'true', "M=$'a\\nb'; N=\"c\nd\""],
