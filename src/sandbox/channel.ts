@@ -259,7 +259,7 @@ export function sessionStateFunction(sessionDir: string): string {
   // `>|` because the agent may have set noclobber. state.raw keeps only the digested lines, so an
   // unchanged shell leaves the same bytes for the next checkpoint (BASH_LINENO alone would differ).
   return (
-    `__crab_state() { { printf '\\036cwd\\n%s\\n' "$PWD"; printf '\\036vars\\n'; declare -p; printf '\\036functions\\n'; declare -f; printf '\\036aliases\\n'; alias; ` +
+    `__crab_state() { { printf '\\036cwd\\n%s\\n' "$PWD"; printf '\\036vars\\n'; declare -p; printf '\\036functions\\n'; declare -f; printf '\\036fnattrs\\n'; declare -F; printf '\\036aliases\\n'; alias; ` +
     `printf '\\036set\\n'; set +o; printf '\\036shopt\\n'; shopt -p; printf '\\036jobs\\n'; jobs; printf '\\036traps\\n'; trap -p; printf '\\036umask\\n'; umask; } >| ${sessionDir}/state.all 2>&1; ` +
     `grep -Ev '^declare -[-a-zA-Z]* (${VOLATILE_VARS})(=|$)' ${sessionDir}/state.all >| ${sessionDir}/state.raw; rm -f ${sessionDir}/state.all; ` +
     `cksum <${sessionDir}/state.raw >| ${sessionDir}/state; }`

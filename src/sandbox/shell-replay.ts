@@ -7,8 +7,8 @@
  *
  * Only what the script can set exactly is replayed: scalar variables (plain or exported),
  * functions, aliases, `set -o`/`shopt` options, umask, cwd. Anything else that changed (arrays,
- * integer or readonly variables, traps, jobs) refuses, and the caller takes a process checkpoint
- * as before. (`declare -p` prints a value with newlines on one line, $'…'-quoted.)
+ * integer or readonly variables, exported functions, traps, jobs) refuses, and the caller takes a
+ * process checkpoint as before. (`declare -p` prints a value with newlines on one line, $'…'-quoted.)
  */
 
 import { shellQuote } from './channel.js';
@@ -113,8 +113,10 @@ export function replayScript(from: string, to: string): { script: string } | { r
   const part = (s: Sections, name: string) => s.get(name) ?? [];
   const same = (name: string) => part(a, name).join('\n') === part(b, name).join('\n');
   for (const name of new Set([...a.keys(), ...b.keys()])) {
-    if (!['cwd', 'vars', 'functions', 'aliases', 'set', 'shopt', 'jobs', 'traps', 'umask'].includes(name)) return { refused: `an unknown part ${name}` };
+    if (!['cwd', 'vars', 'functions', 'fnattrs', 'aliases', 'set', 'shopt', 'jobs', 'traps', 'umask'].includes(name)) return { refused: `an unknown part ${name}` };
   }
+  // `declare -F`: a function exported or traced (`export -f`) is not replayed
+  if (!same('fnattrs') && [...part(a, 'fnattrs'), ...part(b, 'fnattrs')].some((l) => !/^declare -f \S+$/.test(l))) return { refused: 'a function exported or traced' };
   if (!same('jobs')) return { refused: 'the job table changed' };
   if (!same('traps')) return { refused: 'traps changed' };
   const out: string[] = [];

@@ -69,6 +69,7 @@ test('replayScript: what a script cannot set exactly is refused', () => {
     ['an integer', 'true', 'declare -i n=5', /n is not a plain scalar/],
     ['a readonly variable', 'true', 'readonly R=1', /R is not a plain scalar/],
     ['a trap', 'true', "trap 'echo bye' EXIT", /traps changed/],
+    ['an exported function', 'f() { :; }', 'export -f f', /function exported/],
     ['a job', 'true', 'sleep 0.5 &', /job table/],
     ['an option that changes how the shell reads', 'true', 'set -o posix', /option posix|traps changed/],
   ];
