@@ -24,7 +24,6 @@ import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
 import { leaseLink, releaseLink } from '../sandbox/net-link.js';
 import { processStartTicks } from '../sandbox/sandbox-manager.js';
-import { processesOf } from '../sandbox/cgroup.js';
 import { imageAffinity } from './criu-pagemap.js';
 import { freeze, freezerState, thaw } from './freezer.js';
 import { LAYER_GRACE_MS, layersToRemove, type LayerEntry } from './layer-gc.js';
@@ -405,7 +404,7 @@ export class Checkpointer {
       if (existing) {
         // Linked files share inodes with the old upper: its tasks get SIGKILL while still frozen,
         // so none runs again (they die on the thaw that stop() does) and nothing writes through a link.
-        if (frozen) killFrozen(targetId);
+        if (frozen) sandboxes.killAll(targetId);
         await sandboxes.stop(targetId);
         await unmount(d.rootfs);
       }
@@ -443,18 +442,6 @@ export class Checkpointer {
     if (!newSandbox) await this.catalog.setRef(headRef(targetId), ck.id);
     else this.manifestCache.delete(targetId);
     return { sandboxId: targetId, checkpointId: ck.id, fsMs, processMs, totalMs: performance.now() - t0 };
-  }
-}
-
-/** SIGKILL to every task of a frozen sandbox (pids from its own cgroup): each dies when thawed, before running again. */
-function killFrozen(sandboxId: string): void {
-  for (const p of processesOf(sandboxId)) {
-    if (p.hostPid <= 1) continue;
-    try {
-      process.kill(p.hostPid, 'SIGKILL');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // gone already
-    }
   }
 }
 

@@ -275,6 +275,15 @@ export class SandboxManager {
     await this.killContainer(id);
   }
 
+  /**
+   * SIGKILL to every process in the sandbox's cgroup, by pid. In a frozen sandbox each dies when
+   * thawed, before it runs again; `stop` then finds them gone.
+   */
+  killAll(id: string): void {
+    this.record(id);
+    for (const p of processesOf(id)) killPid(p.hostPid);
+  }
+
   private async killContainer(id: string): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
