@@ -227,7 +227,7 @@ export class Checkpointer {
    * Takes each session shell of a restored sandbox from its image's state to the checkpoint's:
    * runs the replay script the snapshot holds, then checks the state digest.
    */
-  private async replayShells(sandboxId: string, ckId: string, digests: Record<string, string>): Promise<void> {
+  private async runShellReplays(sandboxId: string, ckId: string, digests: Record<string, string>): Promise<void> {
     const ch = this.sandboxes.channel(sandboxId);
     for (const [session, want] of Object.entries(digests)) {
       const script = fs.readFileSync(ch.host(ch.replayPath(session)), 'utf8');
@@ -435,7 +435,7 @@ export class Checkpointer {
     }
     if (criuOptions.length) await sandboxes.writeBundle(rec); // later checkpoints and restores: no restore-only options
     if (!existing) fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
-    if (meta.shellReplay) await span('rs.shellReplay', () => this.replayShells(targetId, ck.id, meta.shellReplay!));
+    if (meta.shellReplay) await span('rs.shellReplay', () => this.runShellReplays(targetId, ck.id, meta.shellReplay!));
     processMs += performance.now() - tProc;
 
     await this.ensureCatalogSandbox(rec);

@@ -20,7 +20,7 @@ import { decideGranularity, type Granularity } from '../inspector/granularity.js
 import { diffSnapshots, netCountersDigest, procChannels, refreshIoCounters, snapshotProcesses, type ProcChannels, type ProcessDiff, type ProcSnapshot } from '../inspector/process-probe.js';
 import { changedSurvivors, judgeTimeOnly, type TimeOnlyVerdict } from '../inspector/time-only.js';
 import { processesConnectedTo, type Endpoint } from '../inspector/agent-probe.js';
-import { replayScript, stateSections } from '../sandbox/shell-replay.js';
+import { replayScript } from '../sandbox/shell-replay.js';
 
 export type CheckpointMode = 'off' | 'chat-only' | 'full' | 'crab';
 export const CHECKPOINT_MODES: readonly CheckpointMode[] = ['off', 'chat-only', 'full', 'crab'];
@@ -360,9 +360,7 @@ export function replayShells(
     if (!from || !to || !digest) return { refused: `session ${name} has no state in the image to start from` };
     // the digest is `cksum` of the text ("CRC SIZE"): a text read apart from its digest would be replayed to the wrong state
     if (Number(digest.split(' ')[1]) !== Buffer.byteLength(to)) return { refused: `session ${name}: its state text and digest disagree` };
-    const cwd = stateSections(to)?.get('cwd')?.[0];
-    if (cwd && !isDir(cwd)) return { refused: `session ${name}: its working directory ${cwd} is gone` }; // a replayed cd would fail
-    const r = replayScript(from, to);
+    const r = replayScript(from, to, isDir);
     if ('refused' in r) return { refused: `session ${name}: ${r.refused}` };
     scripts[name] = r.script;
   }

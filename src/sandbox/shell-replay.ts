@@ -103,10 +103,11 @@ function optionLines(from: readonly string[], to: readonly string[], line: RegEx
 
 /**
  * The script that takes a shell in state `from` to state `to` (texts of the session's
- * `state.raw`), or why it cannot. Order: cwd, variables (OLDPWD and PWD among them), functions,
- * aliases, umask, shopt, and `set -o` last (errexit or nounset would act on the rest).
+ * `state.raw`), or why it cannot; `isDir` says whether a directory exists in the sandbox. Order:
+ * cwd, variables (OLDPWD and PWD among them), functions, aliases, umask, shopt, and `set -o` last
+ * (errexit or nounset would act on the rest).
  */
-export function replayScript(from: string, to: string): { script: string } | { refused: string } {
+export function replayScript(from: string, to: string, isDir: (pathInSandbox: string) => boolean = () => true): { script: string } | { refused: string } {
   const a = stateSections(from);
   const b = stateSections(to);
   if (!a || !b) return { refused: 'a state text without parts (an older session shell)' };
@@ -120,9 +121,10 @@ export function replayScript(from: string, to: string): { script: string } | { r
   if (!same('jobs')) return { refused: 'the job table changed' };
   if (!same('traps')) return { refused: 'traps changed' };
   const out: string[] = [];
+  const [cwd, ...rest] = part(b, 'cwd');
+  if (cwd && !isDir(cwd)) return { refused: `its working directory ${cwd} is gone` }; // a replayed cd would fail
   const cdDone = !same('cwd');
   if (cdDone) {
-    const [cwd, ...rest] = part(b, 'cwd');
     if (!cwd?.startsWith('/') || rest.length) return { refused: 'a working directory it cannot read' };
     out.push(`builtin cd -- ${shellQuote(cwd)}`);
   }
