@@ -1,6 +1,4 @@
 /** @module materialize(): a manifest → a fresh overlay upper directory, exactly. */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { CrabError } from '../core/errors.js';
@@ -9,6 +7,7 @@ import type { ContentStore } from '../store/content-store.js';
 import { applyMetadata, type ApplyRequest, type SpecialNode } from './host-helper.js';
 import type { Manifest, ManifestEntry } from './manifest.js';
 import { MANIFEST_FORMAT, comparePaths } from './manifest.js';
+import { hashFile } from './tree-hash.js';
 
 export interface MaterializeOptions {
   /** Files written at once (default 8). */
@@ -106,7 +105,7 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
     // The inode the manifest recorded, untouched since (ctime); else the same bytes (after an
     // earlier rollback its inodes are linked anew, which moves their ctime).
     const untouched = Number(st.dev) === manifest.sourceDev && Number(st.ino) === e.ino && st.ctimeNs.toString() === e.ctimeNs && st.mtimeNs.toString() === e.mtimeNs;
-    if (!untouched && (e.sha256 === undefined || (await sha256Of(src, e.size)) !== e.sha256)) return null;
+    if (!untouched && (e.sha256 === undefined || (await hashFile(src, e.size)) !== e.sha256)) return null;
     const group = e.linkGroup ?? e.path;
     if ((claimed.get(st.ino) ?? group) !== group) return null;
     claimed.set(st.ino, group);
@@ -145,13 +144,6 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
   }
   await applyMetadata(req);
   return { entries: entries.length, bytesWritten, filesLinked };
-}
-
-async function sha256Of(file: string, size: number): Promise<string> {
-  const h = createHash('sha256');
-  if (size <= 1 << 20) return h.update(await fsp.readFile(file)).digest('hex'); // a stream costs more than a small file's read
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 function checkRel(rel: string): string[] {

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import fsp from 'node:fs/promises';
 import type { Manifest, ManifestEntry } from './manifest.js';
 import { comparePaths, underPrefix } from './manifest.js';
 import { readXattrs } from './host-helper.js';
@@ -71,8 +72,10 @@ function normalizePrefix(p: string): string {
   return p.replace(/^\/+/, '').replace(/\/+$/, '');
 }
 
-async function hashFile(p: string): Promise<string> {
+/** sha256 (hex) of a file's bytes; `size`, when known, lets a small file be read in one go (a stream costs more). */
+export async function hashFile(p: string, size = Number.POSITIVE_INFINITY): Promise<string> {
   const h = createHash('sha256');
+  if (size <= 1 << 20) return h.update(await fsp.readFile(p)).digest('hex');
   for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
   return h.digest('hex');
 }
