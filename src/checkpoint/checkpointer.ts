@@ -219,7 +219,9 @@ export class Checkpointer {
   restore(ckptId: string, opts: { as?: string; force?: boolean; ephemeral?: boolean } = {}): Promise<RestoreResult> {
     return this.catalog.getCheckpoint(ckptId).then((ck) => {
       const targetId = opts.as ? checkName('sandbox', opts.as) : ck.sandboxId;
-      return this.exclusive(targetId, () => this.restoreLocked(ck, targetId, opts));
+      // Into its own sandbox (a recovery): files whose bytes did not change are linked. Not by
+      // inode and ctime: after a host crash a ctime may be on disk while the data is not.
+      return this.exclusive(targetId, () => this.restoreLocked(ck, targetId, { ...opts, reuseFiles: opts.as ? undefined : 'by-content' }));
     });
   }
 
@@ -243,9 +245,9 @@ export class Checkpointer {
     if (ck.sandboxId !== sandboxId) {
       throw precondition('CKPT_OTHER_SANDBOX', `checkpoint ${ckptId} belongs to sandbox '${ck.sandboxId}', not '${sandboxId}'`, `Use 'crab restore ${ckptId} --as NAME' or 'crab fork' to start another sandbox from it.`);
     }
-    // A rollback keeps the files that did not change since the checkpoint (hard links); a
-    // recovery does not: after a crash the writable layer counts as lost.
-    return this.exclusive(sandboxId, () => this.restoreLocked(ck, sandboxId, { ...opts, reuseFiles: true }));
+    // A rollback keeps the files that did not change since the checkpoint (hard links): the
+    // sandbox ran on until now, so an inode with the recorded ctime is the file checkpointed.
+    return this.exclusive(sandboxId, () => this.restoreLocked(ck, sandboxId, { ...opts, reuseFiles: 'by-inode-or-content' }));
   }
 
   /** Starts `count` new sandboxes from one checkpoint; each has its own id, cgroup and writable layer. */
@@ -338,7 +340,7 @@ export class Checkpointer {
   private async restoreLocked(
     ck: CheckpointRecord,
     targetId: string,
-    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: boolean },
+    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: 'by-inode-or-content' | 'by-content' },
   ): Promise<RestoreResult> {
     const t0 = performance.now();
     const meta = ck.meta as CheckpointMeta;
@@ -395,7 +397,7 @@ export class Checkpointer {
     try {
       await fs.promises.rm(staging, { recursive: true, force: true });
       if (layer) fs.mkdirSync(staging, { recursive: true });
-      else await span('rs.materialize', () => materialize(manifest, this.store, staging, { reuse }));
+      else await span('rs.materialize', () => materialize(manifest, this.store, staging, { reuse, trustInodes: opts.reuseFiles === 'by-inode-or-content' }));
       const tImg = performance.now();
       await span('rs.materializeDir', () => this.store.materializeDir(recipe, path.join(scratch, 'img')));
       processMs += performance.now() - tImg;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { CrabError } from '../core/errors.js';
 import { pool } from '../core/pool.js';
 import type { ContentStore } from '../store/content-store.js';
-import { applyMetadata, type ApplyRequest, type SpecialNode } from './host-helper.js';
+import { applyMetadata, readXattrs, type ApplyRequest, type SpecialNode } from './host-helper.js';
 import type { Manifest, ManifestEntry } from './manifest.js';
 import { MANIFEST_FORMAT, comparePaths } from './manifest.js';
 import { hashFile } from './tree-hash.js';
@@ -21,6 +21,12 @@ export interface MaterializeOptions {
    * caller discards it afterwards: the inodes are shared.
    */
   reuse?: string;
+  /**
+   * Whether an unchanged inode and ctime prove a file of `reuse` unchanged (default true). Not
+   * after a host crash: an inode's new ctime may have reached the disk while its data did not,
+   * so only files with the recorded bytes are linked.
+   */
+  trustInodes?: boolean;
 }
 
 export interface MaterializeResult {
@@ -92,28 +98,10 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
 
   let bytesWritten = 0;
   let filesLinked = 0;
-  // An inode of `reuse` serves one link group at most (two files made one by `ln` since must not stay one).
-  const claimed = new Map<bigint, number | string>();
-  const reusable = async (e: ManifestEntry): Promise<string | null> => {
-    if (!opts.reuse) return null;
-    const src = path.join(opts.reuse, ...checkRel(e.path));
-    const st = await fsp.lstat(src, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null; // not there any more
-      throw err;
-    });
-    if (!st?.isFile() || Number(st.size) !== e.size) return null;
-    // The inode the manifest recorded, untouched since (ctime); else the same bytes (after an
-    // earlier rollback its inodes are linked anew, which moves their ctime).
-    const untouched = Number(st.dev) === manifest.sourceDev && Number(st.ino) === e.ino && st.ctimeNs.toString() === e.ctimeNs && st.mtimeNs.toString() === e.mtimeNs;
-    if (!untouched && (e.sha256 === undefined || (await hashFile(src, e.size)) !== e.sha256)) return null;
-    const group = e.linkGroup ?? e.path;
-    if ((claimed.get(st.ino) ?? group) !== group) return null;
-    claimed.set(st.ino, group);
-    return src;
-  };
+  const linkFrom = opts.reuse ? await reusableFiles(manifest, files, opts.reuse, opts.trustInodes ?? true, opts.concurrency ?? 8) : new Map<ManifestEntry, string>();
   await pool(files, opts.concurrency ?? 8, async (e) => {
     if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
-    const src = await reusable(e);
+    const src = linkFrom.get(e);
     if (src) {
       await fsp.link(src, abs(e));
       filesLinked++;
@@ -144,6 +132,48 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
   }
   await applyMetadata(req);
   return { entries: entries.length, bytesWritten, filesLinked };
+}
+
+/**
+ * The files of `reuse` that may be hard-linked in place of writing `files` (see `MaterializeOptions.reuse`).
+ * A file matched by its bytes must also have exactly the manifest's xattrs: the metadata pass
+ * sets the recorded ones but removes none, so one added since (setfattr, setcap, an ACL) would stay.
+ */
+async function reusableFiles(manifest: Manifest, files: readonly ManifestEntry[], reuse: string, trustInodes: boolean, concurrency: number): Promise<Map<ManifestEntry, string>> {
+  const found = new Map<ManifestEntry, { src: string; ino: bigint; byContent: boolean }>();
+  await pool(files, concurrency, async (e) => {
+    const src = path.join(reuse, ...checkRel(e.path));
+    const st = await fsp.lstat(src, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null; // not there any more
+      throw err;
+    });
+    if (!st?.isFile() || Number(st.size) !== e.size) return;
+    // The inode the manifest recorded, untouched since (ctime); else the same bytes (after an
+    // earlier rollback its inodes are linked anew, which moves their ctime).
+    const untouched = trustInodes && Number(st.dev) === manifest.sourceDev && Number(st.ino) === e.ino && st.ctimeNs.toString() === e.ctimeNs && st.mtimeNs.toString() === e.mtimeNs;
+    if (!untouched && (e.sha256 === undefined || (await hashFile(src, e.size)) !== e.sha256)) return;
+    found.set(e, { src, ino: st.ino, byContent: !untouched });
+  });
+  const byContent = [...found].filter(([, f]) => f.byContent);
+  const xattrs = await readXattrs(byContent.map(([, f]) => f.src));
+  for (const [e, f] of byContent) if (!sameXattrs(xattrs.get(f.src) ?? {}, e.xattrs ?? {})) found.delete(e);
+  // An inode of `reuse` serves one link group at most (two files made one by `ln` since must not stay one).
+  const claimed = new Map<bigint, number | string>();
+  const out = new Map<ManifestEntry, string>();
+  for (const e of files) {
+    const f = found.get(e);
+    if (!f) continue;
+    const group = e.linkGroup ?? e.path;
+    if ((claimed.get(f.ino) ?? group) !== group) continue;
+    claimed.set(f.ino, group);
+    out.set(e, f.src);
+  }
+  return out;
+}
+
+function sameXattrs(a: Record<string, string>, b: Record<string, string>): boolean {
+  const names = Object.keys(a);
+  return names.length === Object.keys(b).length && names.every((n) => b[n] === a[n]);
 }
 
 function checkRel(rel: string): string[] {

@@ -7,6 +7,7 @@ import { rootOnly, testPrefix } from '../../support/root.js';
 import { manager, paths, removeByPrefix } from '../../support/sandboxes.js';
 import { checkpointer, PROCESS_LIST_CMD } from '../../support/cr.js';
 import { gcRootExpander, loadManifest, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
+import { applyMetadata } from '../../../src/fssnap/host-helper.js';
 import type { Checkpointer } from '../../../src/checkpoint/checkpointer.js';
 import { dirRecipeDigests, type DirRecipe } from '../../../src/store/content-store.js';
 
@@ -141,6 +142,20 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want);
     assert.equal(inoOf('w/kept'), keptIno, 'still the same inode');
     assert.equal((await s('cat /w/f2')).stdout, 'file 2\n');
+    // an xattr added since (setfattr, setcap, setfacl) to a file whose bytes are unchanged: not linked, or it would stay
+    await applyMetadata({ nodes: [], owners: [], times: [], xattrs: [{ path: path.join(m.dirs(id).upper, 'w/kept'), xattrs: { 'user.crab_test': '01' } }] });
+    assert.notEqual(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want);
+    await cr.rollback(id, ck.id);
+    assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want, 'the added xattr is gone');
+    assert.notEqual(inoOf('w/kept'), keptIno, 'written anew');
+    // a recovery after the sandbox died: files with the checkpoint's bytes are linked too, the rest written
+    const keptNow = inoOf('w/kept');
+    await s('echo lost >> /w/f3; rm /w/f4');
+    await m.stop(id);
+    await cr.restore(ck.id);
+    assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want, 'the recovered tree is the checkpoint\'s');
+    assert.equal(inoOf('w/kept'), keptNow, 'an unchanged file is linked');
+    assert.deepEqual((await s('cat /w/f3 /w/f4')).stdout.trim().split('\n'), ['file 3', 'file 4']);
   });
 
   test('a process whose memory changes a few bytes a turn is stored as XOR deltas, and rolls back to exactly that memory', async () => {

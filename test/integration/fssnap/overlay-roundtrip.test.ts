@@ -9,6 +9,7 @@ import { LocalContentStore } from '../../../src/store/local-content-store.js';
 import { SqliteCatalog } from '../../../src/catalog/sqlite-catalog.js';
 import { capture, gcRootExpander, materialize, snapshot, treeHash, treeHashOfDir } from '../../../src/fssnap/index.js';
 import type { Manifest } from '../../../src/fssnap/index.js';
+import { applyMetadata } from '../../../src/fssnap/host-helper.js';
 import { rootOnly, testPrefix } from '../../support/root.js';
 
 interface Env {
@@ -211,6 +212,35 @@ test('snapshot reads what it stores while frozen: changes after it, before finis
     assert.equal(await treeHashOfDir(upper2), frozenHash);
     assert.equal(await fs.readFile(path.join(upper2, 'small'), 'utf8'), 'before');
     assert.equal(snap.filesRead, new Set(snap.manifest.entries.filter((e) => e.type === 'file').map((e) => e.ino)).size, 'every file read once');
+  }));
+
+test('materialize with reuse links unchanged files; without trusting inodes (after a crash) only files with the recorded bytes', rootOnly(), () =>
+  withEnv(async (env) => {
+    const upper = path.join(env.base, 'upper');
+    const merged = await env.mount(upper, 'a');
+    for (const name of ['same', 'torn', 'xattr']) await fs.writeFile(path.join(merged, name), `${name} contents\n`);
+    const snap = await capture(upper, env.store);
+    // A crash left `torn` with other bytes under the same inode, and its new ctime on disk: the
+    // manifest's inode times are made to match, as they would after such a crash.
+    await fs.writeFile(path.join(upper, 'torn'), 'TORN contents\n');
+    const tornSt = await fs.stat(path.join(upper, 'torn'), { bigint: true });
+    const lying: Manifest = { ...snap.manifest, entries: snap.manifest.entries.map((e) => (e.path === 'torn' ? { ...e, ctimeNs: tornSt.ctimeNs.toString(), mtimeNs: tornSt.mtimeNs.toString() } : e)) };
+    await applyMetadata({ nodes: [], owners: [], times: [], xattrs: [{ path: path.join(upper, 'xattr'), xattrs: { 'user.added': '31' } }] });
+    const ino = async (dir: string, name: string) => (await fs.stat(path.join(dir, name))).ino;
+
+    const trusting = path.join(env.base, 'trusting');
+    const t = await materialize(lying, env.store, trusting, { reuse: upper });
+    assert.equal(await fs.readFile(path.join(trusting, 'torn'), 'utf8'), 'TORN contents\n', 'trusting the inode links what the ctime vouches for');
+    assert.equal(await ino(trusting, 'same'), await ino(upper, 'same'));
+    assert.notEqual(await ino(trusting, 'xattr'), await ino(upper, 'xattr'), 'an xattr added since: written anew, not linked with it');
+    assert.equal(t.filesLinked, 2);
+
+    const byContent = path.join(env.base, 'by-content');
+    const c = await materialize(lying, env.store, byContent, { reuse: upper, trustInodes: false });
+    assert.equal(treeHash(lying), await treeHashOfDir(byContent));
+    assert.equal(await fs.readFile(path.join(byContent, 'torn'), 'utf8'), 'torn contents\n');
+    assert.equal(await ino(byContent, 'same'), await ino(upper, 'same'), 'the recorded bytes: linked');
+    assert.equal(c.filesLinked, 1);
   }));
 
 test('GC with the catalog never deletes chunks of live checkpoints; deleted parents keep children restorable', rootOnly(), () =>
