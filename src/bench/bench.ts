@@ -13,6 +13,7 @@
  * The `none` run of a trace is the reference final state the others must equal.
  */
 import os from 'node:os';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { CrabHost } from '../daemon/host.js';
 import { ensureImage } from '../image/image-builder.js';
 import type { Trace } from './trace.js';
@@ -86,6 +87,12 @@ export interface BenchReport {
   stopped?: { runs_planned: number; runs_done: number; runs_judged: number };
   /** Each trace's class, from the end state of its no-fault reference run (absent when that run failed). */
   trace_classes: Record<string, TraceClassing>;
+  /**
+   * How late this process's event loop ran its timers during the bench: the proxy, the gates and
+   * the checkpoint work of every sandbox share that loop, so a long synchronous step (hashing,
+   * compression, a big JSON) delays every other sandbox's LLM responses by as much.
+   */
+  event_loop_lag_ms: { p50: number; p99: number; max: number };
   started_at: string;
   duration_ms: number;
 }
@@ -129,6 +136,8 @@ export function longestFirst(specs: readonly RunSpec[]): RunSpec[] {
 export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptions, progress: (m: string) => void = () => undefined): Promise<BenchReport> {
   const startedAt = new Date();
   const t0 = performance.now();
+  const loop = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+  loop.enable();
   // Images first (cached per package set), so no run pays for a build.
   for (const pk of new Set(traces.map((t) => JSON.stringify([...t.header.image.packages].sort())))) {
     const pkgs = JSON.parse(pk) as string[];
@@ -171,6 +180,7 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     const judged = new Set(runs.filter((r) => r.mode === 'none' && r.fault === 'none').map((r) => r.trace).filter((t) => runs.some((r) => r.trace === t && r.fault === 'none-repeat')));
     runs.splice(0, runs.length, ...runs.filter((r) => judged.has(r.trace)));
   }
+  loop.disable();
   judge(runs);
   const classes = traceClasses(runs);
   for (const r of runs) delete r.final;
@@ -181,9 +191,18 @@ export async function runBench(host: CrabHost, traces: Trace[], opts: BenchOptio
     summary: summarize(runs, modes, classes),
     ...(opts.signal?.aborted ? { stopped: { runs_planned: total, runs_done: done, runs_judged: runs.length } } : {}),
     trace_classes: classes,
+    event_loop_lag_ms: loopLag(loop),
     started_at: startedAt.toISOString(),
     duration_ms: performance.now() - t0,
   };
+}
+
+/** Sampling interval of the event-loop lag (a sample is the interval plus the lag: the interval is taken off). */
+const LAG_RESOLUTION_MS = 10;
+
+function loopLag(h: IntervalHistogram): BenchReport['event_loop_lag_ms'] {
+  const lag = (ns: number) => Math.max(0, Math.round((ns / 1e6 - LAG_RESOLUTION_MS) * 10) / 10);
+  return h.count ? { p50: lag(h.percentile(50)), p99: lag(h.percentile(99)), max: lag(h.max) } : { p50: 0, p99: 0, max: 0 };
 }
 
 /** Judges every run against its trace's no-fault run, with the noise two no-fault runs disagree on. */

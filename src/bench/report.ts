@@ -85,6 +85,7 @@ export function renderTable(rep: BenchReport): string {
     `overhead and traffic: no-fault runs at latency scale ${rep.options.overhead_scale}${rep.options.overhead_scale === 1 ? '' : ' (NOT valid as overhead figures: only scale 1 is)'}; ` +
       `fault sweep at latency scale ${rep.options.latency_scale}; concurrency ${rep.options.concurrency}; ` +
       `${rep.machine.cpus} CPUs, ${rep.machine.memGiB} GiB, kernel ${rep.machine.kernel}; ${(rep.duration_ms / 1000).toFixed(0)} s`,
+    `event-loop lag (proxy, gates and checkpoint work share it): p50 ${rep.event_loop_lag_ms.p50} ms, p99 ${rep.event_loop_lag_ms.p99} ms, max ${rep.event_loop_lag_ms.max} ms`,
   );
   if (rep.stopped) lines.push('', `STOPPED: ${rep.stopped.runs_done} of ${rep.stopped.runs_planned} runs ran; ${rep.stopped.runs_judged} are in these figures (those of traces whose two reference runs did not both finish cannot be judged)`);
   const wrong = rep.runs.filter((r) => !r.correct && r.mode !== 'chat-only').slice(0, 20);

@@ -45,6 +45,7 @@ describe('crab bench (real sandboxes, proxy, engine, runc + CRIU)', rootOnly(), 
     assert.deepEqual(rep.trace_classes[name], { class: 'shell', why: null });
     assert.equal(rep.summary.crab!.shell?.traces, 1);
     assert.equal(rep.summary.crab!.correctness, 1);
+    assert.ok(rep.event_loop_lag_ms.max >= rep.event_loop_lag_ms.p99 && rep.event_loop_lag_ms.p99 >= rep.event_loop_lag_ms.p50, JSON.stringify(rep.event_loop_lag_ms));
     assert.deepEqual(await benchSandboxes(), []);
   });
 

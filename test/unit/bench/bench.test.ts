@@ -138,6 +138,7 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
     runs,
     summary: summarize(runs, [...modes], traceClasses(runs)),
     trace_classes: traceClasses(runs),
+    event_loop_lag_ms: { p50: 0, p99: 4.2, max: 31 },
     started_at: '',
     duration_ms: 1000,
   });
@@ -154,6 +155,7 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   assert.ok(table.includes('shell traces (1): crab traffic vs full 8.0%'), table);
   assert.ok(table.includes('heavy traces (0): none'), table);
   assert.ok(!table.includes('STOPPED'), table);
+  assert.ok(table.includes('event-loop lag (proxy, gates and checkpoint work share it): p50 0 ms, p99 4.2 ms, max 31 ms'), table);
   const stopped = renderTable({
     machine: { cpus: 2, memGiB: 24, kernel: 'k', node: 'v20' },
     options: { modes: [], faults: 'every-turn', latency_scale: 1, overhead_scale: 1, concurrency: 1 },
@@ -161,6 +163,7 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
     summary: {},
     stopped: { runs_planned: 9, runs_done: 4, runs_judged: 3 },
     trace_classes: {},
+    event_loop_lag_ms: { p50: 0, p99: 0, max: 0 },
     started_at: '',
     duration_ms: 1,
   });
