@@ -14,7 +14,7 @@ import { span } from '../core/prof.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrabError, conflict, precondition } from '../core/errors.js';
-import { checkName, newId } from '../core/ids.js';
+import { bootId, checkName, newId } from '../core/ids.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { LocalContentStore } from '../store/local-content-store.js';
 import type { DirRecipe } from '../store/content-store.js';
@@ -38,6 +38,8 @@ interface CheckpointMeta {
   fsMode?: string;
   /** `TakeOptions.shellReplay`. */
   shellReplay?: Record<string, string>;
+  /** The host's boot when taken (`bootId`): a restore in the same boot may trust inodes and ctimes of the files it finds. */
+  bootId?: string;
 }
 
 export class Checkpointer {
@@ -184,7 +186,7 @@ export class Checkpointer {
       } else {
         processImage = { reuseOf: parent!.id };
       }
-      const meta: CheckpointMeta = { binds: bindIdentities(rec), sandbox: rec, fsMode: snap.mode };
+      const meta: CheckpointMeta = { binds: bindIdentities(rec), sandbox: rec, fsMode: snap.mode, bootId: bootId() };
       if (kind !== requested) meta.escalatedFrom = requested;
       // a dump holds the shells' state itself: a script is only for checkpoints that reuse an image
       if (opts!.shellReplay && kind === 'fs') meta.shellReplay = opts!.shellReplay;
@@ -219,9 +221,8 @@ export class Checkpointer {
   restore(ckptId: string, opts: { as?: string; force?: boolean; ephemeral?: boolean } = {}): Promise<RestoreResult> {
     return this.catalog.getCheckpoint(ckptId).then((ck) => {
       const targetId = opts.as ? checkName('sandbox', opts.as) : ck.sandboxId;
-      // Into its own sandbox (a recovery): files whose bytes did not change are linked. Not by
-      // inode and ctime: after a host crash a ctime may be on disk while the data is not.
-      return this.exclusive(targetId, () => this.restoreLocked(ck, targetId, { ...opts, reuseFiles: opts.as ? undefined : 'by-content' }));
+      // Into its own sandbox (a recovery): the files that did not change since are linked.
+      return this.exclusive(targetId, () => this.restoreLocked(ck, targetId, { ...opts, reuseFiles: !opts.as }));
     });
   }
 
@@ -245,9 +246,8 @@ export class Checkpointer {
     if (ck.sandboxId !== sandboxId) {
       throw precondition('CKPT_OTHER_SANDBOX', `checkpoint ${ckptId} belongs to sandbox '${ck.sandboxId}', not '${sandboxId}'`, `Use 'crab restore ${ckptId} --as NAME' or 'crab fork' to start another sandbox from it.`);
     }
-    // A rollback keeps the files that did not change since the checkpoint (hard links): the
-    // sandbox ran on until now, so an inode with the recorded ctime is the file checkpointed.
-    return this.exclusive(sandboxId, () => this.restoreLocked(ck, sandboxId, { ...opts, reuseFiles: 'by-inode-or-content' }));
+    // A rollback keeps the files that did not change since the checkpoint (hard links).
+    return this.exclusive(sandboxId, () => this.restoreLocked(ck, sandboxId, { ...opts, reuseFiles: true }));
   }
 
   /** Starts `count` new sandboxes from one checkpoint; each has its own id, cgroup and writable layer. */
@@ -340,7 +340,7 @@ export class Checkpointer {
   private async restoreLocked(
     ck: CheckpointRecord,
     targetId: string,
-    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: 'by-inode-or-content' | 'by-content' },
+    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: boolean },
   ): Promise<RestoreResult> {
     const t0 = performance.now();
     const meta = ck.meta as CheckpointMeta;
@@ -390,14 +390,17 @@ export class Checkpointer {
     const tFs = performance.now();
     let processMs = 0;
     // Files unchanged since the checkpoint are linked from the current upper, frozen meanwhile
-    // (its state is being discarded; if the restore refuses, it runs on).
+    // (its state is being discarded; if the restore refuses, it runs on). An inode with the
+    // recorded ctime is the file checkpointed only in the same boot: after a host crash a ctime
+    // may have reached the disk while the data did not, so then only the bytes (sha256) count.
     const reuse = opts.reuseFiles && existing && !layer ? d.upper : undefined;
+    const trustInodes = meta.bootId === bootId();
     const frozen = !!reuse && (await sandboxes.status(targetId)).status === 'running';
     if (frozen) await freeze(targetId);
     try {
       await fs.promises.rm(staging, { recursive: true, force: true });
       if (layer) fs.mkdirSync(staging, { recursive: true });
-      else await span('rs.materialize', () => materialize(manifest, this.store, staging, { reuse, trustInodes: opts.reuseFiles === 'by-inode-or-content' }));
+      else await span('rs.materialize', () => materialize(manifest, this.store, staging, { reuse, trustInodes }));
       const tImg = performance.now();
       await span('rs.materializeDir', () => this.store.materializeDir(recipe, path.join(scratch, 'img')));
       processMs += performance.now() - tImg;

@@ -1,5 +1,6 @@
 /** @module Identifiers: short random ids and validation of user-given names. */
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { invalid } from './errors.js';
 
 export function newId(prefix: string): string {
@@ -18,4 +19,11 @@ export function checkName(what: string, name: string): string {
     );
   }
   return name;
+}
+
+let bootIdCache: string | undefined;
+
+/** This boot of the host (the kernel's random boot id): what was in its page cache is on disk only if the boot is the same. */
+export function bootId(): string {
+  return (bootIdCache ??= fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
 }

@@ -23,8 +23,8 @@ export interface MaterializeOptions {
   reuse?: string;
   /**
    * Whether an unchanged inode and ctime prove a file of `reuse` unchanged (default true). Not
-   * after a host crash: an inode's new ctime may have reached the disk while its data did not,
-   * so only files with the recorded bytes are linked.
+   * after a host crash since the manifest was taken: an inode's new ctime may have reached the
+   * disk while its data did not, so only files with the recorded bytes are linked.
    */
   trustInodes?: boolean;
 }
