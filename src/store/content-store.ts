@@ -155,8 +155,8 @@ export interface ContentStore {
   getJson<T = unknown>(digest: Digest): Promise<T>;
 
   /**
-   * Stores a regular file. `'whole'`: one chunk (files above 4 MiB are cut in 4 MiB pieces
-   * to bound memory). `'pages'`: only pages not already stored are written, in page-aligned
+   * Stores a regular file. `'whole'`: one chunk up to 256 KiB; above, content-defined chunks
+   * of ~1.25 MiB on average, 4 MiB at most (`content-cuts.ts`). `'pages'`: only pages not already stored are written, in page-aligned
    * content-defined chunks (see `local-content-store.ts`), so consecutive CRIU dumps of a
    * process store about its dirty pages.
    * Precondition: the file does not change while it is read (sandbox frozen).

@@ -54,13 +54,12 @@ import { CrabError } from '../core/errors.js';
 import { rootLogger } from '../core/log.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
 import { basisPageLocations } from './page-basis.js';
+import { ChunkAssembler } from './content-cuts.js';
 import { ExtentBuilder, copyExtent, extentWindows, nonZeroBytes, planExtentReads, readChunks, xorInto, type ChunkRef } from './page-extents.js';
 import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint, type PageLocation } from './page-index.js';
 
 const log = rootLogger.child({ component: 'store' });
 
-/** `'whole'` chunking cuts files above this size into pieces of this size. */
-export const WHOLE_CHUNK_MAX_BYTES = 4 * 1024 * 1024;
 /** Default page-chunk shape: a chunk ends after a page whose hash is divisible by `divisor` (after `minPages`), mean ≈ min + divisor. */
 export const DEFAULT_PAGE_CHUNKING: PageChunking = { minPages: 4, divisor: 12, maxPages: 64 };
 
@@ -214,7 +213,9 @@ export class LocalContentStore implements ContentStore {
     for (const b of bufs) {
       await batch.backpressure();
       const chunks: Digest[] = [];
-      addWholePieces(batch, b, chunks);
+      const cutter = wholeChunks(batch, chunks);
+      cutter.write(b);
+      cutter.end();
       results.push({ recipe: { size: b.length, chunks }, logicalBytes: b.length, sha256: sha256(b), newBytes: 0 });
     }
     return { results, newBytes: await batch.finish() };
@@ -443,6 +444,7 @@ export class LocalContentStore implements ContentStore {
     const whole = createHash('sha256');
     const chunks: Digest[] = [];
     const pages = chunking === 'pages' ? new PageWriter(this, batch, similar) : null;
+    const cutter = pages ? null : wholeChunks(batch, chunks);
     const fh = await fsp.open(file, 'r');
     // +1 so a file read whole in one block sees EOF without a second allocation
     const blockHint = Math.max(PAGE_BYTES, Number((await fh.stat()).size) + 1);
@@ -460,13 +462,14 @@ export class LocalContentStore implements ContentStore {
         if (pages) {
           await pages.write(data);
         } else {
-          addWholePieces(batch, data, chunks); // READ_BLOCK_BYTES is a multiple of WHOLE_CHUNK_MAX_BYTES, so pieces stay aligned
+          cutter!.write(data);
         }
         if (n < block.length) break;
       }
     } finally {
       await fh.close();
     }
+    cutter?.end();
     const recipe = pages ? pages.finish(size) : { size, chunks };
     return { recipe, logicalBytes: size, sha256: whole.digest('hex') };
   }
@@ -906,14 +909,13 @@ function checkRecipe(recipe: FileRecipe): void {
 }
 
 /** sha256 hex of bytes. */
-/** Cuts `data` (read from a file offset that is a multiple of WHOLE_CHUNK_MAX_BYTES) into the chunks of a `'whole'` recipe. */
-function addWholePieces(batch: ChunkBatch, data: Uint8Array, chunks: Digest[]): void {
-  for (let off = 0; off < data.length; off += WHOLE_CHUNK_MAX_BYTES) {
-    const piece = data.subarray(off, Math.min(data.length, off + WHOLE_CHUNK_MAX_BYTES));
+/** The chunks of a `'whole'` recipe, cut where `content-cuts.ts` says, into `batch` and `chunks`. */
+function wholeChunks(batch: ChunkBatch, chunks: Digest[]): ChunkAssembler {
+  return new ChunkAssembler((piece) => {
     const d = sha256(piece);
     chunks.push(d);
     batch.add(d, piece);
-  }
+  });
 }
 
 export function sha256(buf: Uint8Array): Digest {

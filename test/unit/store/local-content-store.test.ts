@@ -8,6 +8,7 @@ import { LocalContentStore, sha256 } from '../../../src/store/local-content-stor
 import { PAGE_BYTES, type PageAffinity } from '../../../src/store/content-store.js';
 import { CrabError } from '../../../src/core/errors.js';
 import { testPrefix } from '../../support/root.js';
+import { pseudoRandom } from '../../support/bytes.js';
 
 async function withStore(fn: (s: LocalContentStore, dir: string) => Promise<void>): Promise<void> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), testPrefix('store') + '-'));
@@ -345,4 +346,20 @@ test('XOR deltas are only a hint: wrong, out-of-range or unreadable basis pages 
     assert.ok(eb?.type === 'file' && !eb.recipe.deltas);
     await fresh.materializeDir(rb.recipe, path.join(dir, 'out-lost'));
     assert.deepEqual(await fs.readFile(path.join(dir, 'out-lost', 'pages-2.img')), bBytes);
+  }));
+
+test("whole chunking: a line inserted in a big file, or appended to it, stores about one chunk (not the rest of the file); putBuffers cuts as putFile", () =>
+  withStore(async (s, dir) => {
+    const a = pseudoRandom(20 * 1024 * 1024, 5);
+    const b = Buffer.concat([a.subarray(0, 9 * 1024 * 1024), Buffer.from('one more line\n'), a.subarray(9 * 1024 * 1024)]);
+    await fs.writeFile(path.join(dir, 'a'), a);
+    await fs.writeFile(path.join(dir, 'b'), b);
+    const ra = await s.putFile(path.join(dir, 'a'), { chunking: 'whole' });
+    const rb = await s.putFile(path.join(dir, 'b'), { chunking: 'whole' });
+    assert.ok(rb.newBytes < 8 * 1024 * 1024, `insert: ${rb.newBytes} new of ${ra.newBytes}`);
+    const { results } = await s.putBuffers([b], { chunking: 'whole' });
+    assert.deepEqual(results[0]!.recipe, rb.recipe);
+    const out = path.join(dir, 'b.out');
+    await s.materializeFile(rb.recipe, out);
+    assert.deepEqual(await fs.readFile(out), b);
   }));
