@@ -5,10 +5,12 @@
  */
 import { span } from '../core/prof.js';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import { processesOf } from '../sandbox/cgroup.js';
+import { hashFile } from '../fssnap/tree-hash.js';
 
 /** Paths whose content depends on when a command ran, not on what it did. */
 const VOLATILE = [/^run\/crab(\/|$)/, /(^|\/)__pycache__(\/|$)/, /^var\/log(\/|$)/, /^var\/cache\/ldconfig(\/|$)/, /^root\/\.(cache|python_history|bash_history)(\/|$)/];
@@ -28,41 +30,40 @@ export interface FinalState {
  * or copied up below it (same mode as in a lower layer) is not an entry of its own: CRIU, for one,
  * copies up /tmp during a dump.
  */
-export function upperEntries(upper: string, lowerDirs: readonly string[] = [], pidNames: ReadonlyMap<string, string> = new Map()): Record<string, string> {
+export async function upperEntries(upper: string, lowerDirs: readonly string[] = [], pidNames: ReadonlyMap<string, string> = new Map()): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  const sameAsLower = (r: string, mode: number) =>
-    lowerDirs.some((l) => {
-      try {
-        const st = fs.lstatSync(path.join(l, r));
-        return st.isDirectory() && (st.mode & 0o7777) === mode;
-      } catch {
-        return false; // not in this lower
-      }
-    });
-  const walk = (rel: string) => {
-    const names = fs.readdirSync(path.join(upper, rel)).sort();
+  const sameAsLower = async (r: string, mode: number) => {
+    for (const l of lowerDirs) {
+      const st = await fsp.lstat(path.join(l, r)).catch(() => null); // null: not in this lower
+      if (st?.isDirectory() && (st.mode & 0o7777) === mode) return true;
+    }
+    return false;
+  };
+  // Asynchronous throughout: the bench process runs the engine and the proxy of the other runs
+  // meanwhile, and a synchronous read of a 64 MiB log or 5000 files would stall their gates.
+  const walk = async (rel: string) => {
+    const names = (await fsp.readdir(path.join(upper, rel))).sort();
     for (const n of names) {
       const r = rel ? `${rel}/${n}` : n;
       if (VOLATILE.some((re) => re.test(r))) continue;
       const p = path.join(upper, r);
-      const st = fs.lstatSync(p);
+      const st = await fsp.lstat(p);
       if (st.isDirectory()) {
-        if (!sameAsLower(r, st.mode & 0o7777) ) out[r] = `d ${st.mode & 0o7777}`;
-        walk(r);
+        if (!(await sameAsLower(r, st.mode & 0o7777))) out[r] = `d ${st.mode & 0o7777}`;
+        await walk(r);
       } else if (st.isSymbolicLink()) {
-        out[r] = `l ${fs.readlinkSync(p)}`;
+        out[r] = `l ${await fsp.readlink(p)}`;
       } else if (st.isFile()) {
-        const content = fs.readFileSync(p);
         // A pid file (*.pid) names a process: compared by what it names (a recovery re-starts it under
         // another pid). Only by name: a counter that happens to equal a live pid is data, not a pid.
-        const named = n.endsWith('.pid') && st.size <= 16 ? pidNames.get(content.toString('latin1').trim()) : undefined;
-        out[r] = named ? `f ${st.mode & 0o7777} pid-of ${named}` : `f ${st.mode & 0o7777} ${st.size} ${createHash('sha256').update(content).digest('hex').slice(0, 16)}`;
+        const named = n.endsWith('.pid') && st.size <= 16 ? pidNames.get((await fsp.readFile(p, 'latin1')).trim()) : undefined;
+        out[r] = named ? `f ${st.mode & 0o7777} pid-of ${named}` : `f ${st.mode & 0o7777} ${st.size} ${(await hashFile(p, st.size)).slice(0, 16)}`;
       } else {
         out[r] = `o ${st.mode} ${st.rdev}`; // whiteouts, fifos
       }
     }
   };
-  walk('');
+  await walk('');
   return out;
 }
 
@@ -85,10 +86,10 @@ export async function finalState(m: SandboxManager, id: string, session: string 
       continue; // exited meanwhile
     }
   }
-  const files = await span('fs.upperEntries', async () => upperEntries(m.dirs(id).upper, m.record(id).lowerDirs, pidNames));
+  const files = await span('fs.upperEntries', () => upperEntries(m.dirs(id).upper, m.record(id).lowerDirs, pidNames));
   // Files a live process keeps rewriting (a counter, a log) have no single final value.
   await new Promise((r) => setTimeout(r, LIVE_WATCH_MS));
-  const again = upperEntries(m.dirs(id).upper, m.record(id).lowerDirs, pidNames);
+  const again = await upperEntries(m.dirs(id).upper, m.record(id).lowerDirs, pidNames);
   const live = Object.keys({ ...files, ...again }).filter((p) => files[p] !== again[p]);
   return {
     filesHash: createHash('sha256').update(JSON.stringify(files)).digest('hex'),

@@ -113,7 +113,7 @@ describe('inspector ground truth (real sandbox, eBPF helper, CRIU)', rootOnly(),
       procs.set(`${p.nsPid}@${start}`, { mem: (await memoryDigest(p.hostPid, 512 << 20))?.digest, io });
       net ??= await netCountersDigest(p.hostPid);
     }
-    const files = upperEntries(m.dirs(id).upper);
+    const files = await upperEntries(m.dirs(id).upper);
     for (const k of Object.keys(files)) if (k === 'run' || k.startsWith('run/crab')) delete files[k];
     return { files, procs, shell: ch.sessionState('main'), net };
   }

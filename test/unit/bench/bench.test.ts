@@ -191,21 +191,21 @@ test('summarize: the shell-trace figures leave the heavy traces out, on both sid
   assert.deepEqual(summarize(runs, ['crab']).crab!.shell, null, 'no classes: no shell figures');
 });
 
-test('upperEntries: a pid file compares by the process it names, other small numbers by content', () => {
+test('upperEntries: a pid file compares by the process it names, other small numbers by content', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crab-upper-'));
   try {
     fs.writeFileSync(path.join(dir, 'worker.pid'), '42\n');
     fs.writeFileSync(path.join(dir, 'count'), '7');
-    const a = upperEntries(dir, [], new Map([['42', 'python3 worker.py']]));
+    const a = await upperEntries(dir, [], new Map([['42', 'python3 worker.py']]));
     fs.writeFileSync(path.join(dir, 'worker.pid'), '1234\n');
-    const b = upperEntries(dir, [], new Map([['1234', 'python3 worker.py']]));
+    const b = await upperEntries(dir, [], new Map([['1234', 'python3 worker.py']]));
     assert.equal(a['worker.pid'], b['worker.pid']);
     assert.match(a['worker.pid']!, /pid-of python3 worker\.py/);
     assert.equal(a['count'], b['count']);
-    const c = upperEntries(dir, [], new Map([['1234', 'python3 other.py']]));
+    const c = await upperEntries(dir, [], new Map([['1234', 'python3 other.py']]));
     assert.notEqual(a['worker.pid'], c['worker.pid'], 'a pid naming another process differs');
     fs.writeFileSync(path.join(dir, 'count'), '1234');
-    assert.doesNotMatch(upperEntries(dir, [], new Map([['1234', 'python3 worker.py']]))['count']!, /pid-of/, 'a number in a file not named *.pid is data');
+    assert.doesNotMatch((await upperEntries(dir, [], new Map([['1234', 'python3 worker.py']])))['count']!, /pid-of/, 'a number in a file not named *.pid is data');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
