@@ -209,7 +209,8 @@ export class Checkpointer {
       this.manifestCache.set(sandboxId, { digest: snap.digest, manifest: snap.manifest });
       return { checkpoint: ck, kind, frozenMs, dumpMs, fsCaptureMs, totalMs: performance.now() - t0, logicalBytes: ck.logicalBytes, newBytes: ck.newBytes };
     } finally {
-      fs.rmSync(scratch, { recursive: true, force: true });
+      // async: a dump's pages file may be 100s of MiB, and unlinking it held the event loop ~40 ms
+      await fs.promises.rm(scratch, { recursive: true, force: true });
     }
   }
 
@@ -436,7 +437,7 @@ export class Checkpointer {
       if (!existing) await sandboxes.destroy(targetId).catch(() => undefined); // a failed fork leaves nothing; the error says why
       throw err;
     } finally {
-      fs.rmSync(scratch, { recursive: true, force: true });
+      await fs.promises.rm(scratch, { recursive: true, force: true });
     }
     if (criuOptions.length) await sandboxes.writeBundle(rec); // later checkpoints and restores: no restore-only options
     if (!existing) fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));

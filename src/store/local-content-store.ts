@@ -310,7 +310,8 @@ export class LocalContentStore implements ContentStore {
           await walk(relPath);
         } else if (st.isFile()) {
           const chunking: Chunking = /^pages-\d+\.img$/.test(name) ? 'pages' : 'whole';
-          const r = await this.putFileInto(batch, abs, chunking, chunking === 'pages' ? similarOf?.(relPath) : undefined);
+          // a directory recipe holds no file digests: the pages of a 100 MiB dump are not hashed a second time
+          const r = await this.putFileInto(batch, abs, chunking, chunking === 'pages' ? similarOf?.(relPath) : undefined, false);
           logicalBytes += r.logicalBytes;
           entries.push({ path: relPath, type: 'file', mode: st.mode & 0o7777, chunking, recipe: r.recipe });
         } else {
@@ -446,8 +447,9 @@ export class LocalContentStore implements ContentStore {
     file: string,
     chunking: Chunking,
     similar?: SimilarPages,
+    wantSha256 = true,
   ): Promise<{ recipe: FileRecipe; logicalBytes: number; sha256: string }> {
-    const whole = createHash('sha256');
+    const whole = wantSha256 ? createHash('sha256') : null;
     const chunks: Digest[] = [];
     const pages = chunking === 'pages' ? new PageWriter(this, batch, similar) : null;
     const cutter = pages ? null : wholeChunks(batch, chunks);
@@ -463,7 +465,7 @@ export class LocalContentStore implements ContentStore {
         const n = await readFull(fh, block);
         if (n === 0) break;
         const data = block.subarray(0, n);
-        whole.update(data);
+        whole?.update(data);
         size += n;
         if (pages) {
           await pages.write(data);
@@ -477,7 +479,7 @@ export class LocalContentStore implements ContentStore {
     }
     cutter?.end();
     const recipe = pages ? pages.finish(size) : { size, chunks };
-    return { recipe, logicalBytes: size, sha256: whole.digest('hex') };
+    return { recipe, logicalBytes: size, sha256: whole?.digest('hex') ?? '' };
   }
 
   /**
