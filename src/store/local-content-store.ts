@@ -916,7 +916,6 @@ function checkRecipe(recipe: FileRecipe): void {
   if (recipe.extents !== undefined && !Array.isArray(recipe.extents)) throw badRecipe('file recipe extents must be an array');
 }
 
-/** sha256 hex of bytes. */
 /** The chunks of a `'whole'` recipe, cut where `content-cuts.ts` says, into `batch` and `chunks`. */
 function wholeChunks(batch: ChunkBatch, chunks: Digest[]): ChunkAssembler {
   return new ChunkAssembler((piece) => {
@@ -926,6 +925,7 @@ function wholeChunks(batch: ChunkBatch, chunks: Digest[]): ChunkAssembler {
   });
 }
 
+/** sha256 hex of bytes. */
 export function sha256(buf: Uint8Array): Digest {
   return createHash('sha256').update(buf).digest('hex');
 }
