@@ -39,38 +39,47 @@ export class ContentCutter {
 
   next(data: Uint8Array): number[] {
     const cuts: number[] = [];
-    let i = 0;
     const n = data.length;
+    let i = 0;
+    let h = this.hash;
+    let len = this.len;
     while (i < n) {
-      // No cut is possible before CUT_MIN_BYTES, and the hash there depends on the 32 bytes before it only.
-      const skip = CUT_MIN_BYTES - HASH_WINDOW - this.len;
-      if (skip > 0) {
-        const step = Math.min(skip, n - i);
+      if (len < CUT_MIN_BYTES - HASH_WINDOW) {
+        // No cut is possible before CUT_MIN_BYTES, and the hash there depends on the 32 bytes before it only.
+        const step = Math.min(CUT_MIN_BYTES - HASH_WINDOW - len, n - i);
         i += step;
-        this.len += step;
-        this.hash = 0;
+        len += step;
+        h = 0;
         continue;
       }
-      let h = this.hash;
-      let len = this.len;
-      let cut = -1;
-      for (; i < n; i++) {
+      const from = i;
+      if (len < CUT_MIN_BYTES - 1) {
+        // the hash's first 31 bytes: no cut yet
+        const end = Math.min(n, i + (CUT_MIN_BYTES - 1 - len));
+        for (; i < end; i++) h = ((h << 1) + GEAR[data[i]!]!) | 0;
+        len += i - from;
+        continue;
+      }
+      // a cut after a byte whose hash has the mask's bits 0, or after CUT_MAX_BYTES
+      const end = Math.min(n, i + (CUT_MAX_BYTES - len));
+      let cut = false;
+      for (; i < end; i++) {
         h = ((h << 1) + GEAR[data[i]!]!) | 0;
-        len++;
-        if ((len >= CUT_MIN_BYTES && (h & CUT_MASK) === 0) || len >= CUT_MAX_BYTES) {
-          cut = ++i;
+        if ((h & CUT_MASK) === 0) {
+          cut = true;
+          i++;
           break;
         }
       }
-      if (cut < 0) {
-        this.hash = h;
-        this.len = len;
-        break;
+      len += i - from;
+      if (cut || len >= CUT_MAX_BYTES) {
+        cuts.push(i);
+        len = 0;
+        h = 0;
       }
-      cuts.push(cut);
-      this.len = 0;
-      this.hash = 0;
     }
+    this.hash = h;
+    this.len = len;
     return cuts;
   }
 }
