@@ -3,8 +3,8 @@
  * as in FastCDC), so an insertion or an append changes the chunks around it and not every chunk
  * after it, as fixed-size pieces would. Files up to `CUT_MIN_BYTES` are one chunk.
  *
- * The sizes keep zstd's ratio: a 64 MiB text log stores within 1% of its 4 MiB-piece size at a
- * ~1 MiB mean (64 KiB pieces cost 7% more). The gear table is fixed (derived from a constant), so
+ * The sizes keep zstd's ratio: a 64 MiB text log cut in 1 MiB pieces stores within 1% of its
+ * size in 4 MiB pieces (64 KiB pieces cost 7% more). The gear table is fixed (derived from a constant), so
  * the same bytes are cut the same way on every host and in every version of the store.
  */
 import { createHash } from 'node:crypto';
