@@ -2,7 +2,9 @@
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CrabError } from '../core/errors.js';
-import { freezerStateFile } from '../sandbox/cgroup.js';
+import { freezerStateFile, thaw } from '../sandbox/cgroup.js';
+
+export { thaw };
 
 export function freezerState(sandboxId: string): string {
   return fs.readFileSync(freezerStateFile(sandboxId), 'utf8').trim();
@@ -16,14 +18,10 @@ export async function freeze(sandboxId: string, timeoutMs = 5000): Promise<void>
   for (let delay = 0.2; ; delay = Math.min(delay * 2, 10)) {
     if (fs.readFileSync(file, 'utf8').trim() === 'FROZEN') return;
     if (Date.now() > deadline) {
-      fs.writeFileSync(file, 'THAWED');
+      thaw(sandboxId);
       throw new CrabError('CKPT_FREEZE_TIMEOUT', 'unavailable', `sandbox '${sandboxId}' did not freeze within ${timeoutMs} ms`, 'A task may be stuck in uninterruptible I/O; retry.');
     }
     fs.writeFileSync(file, 'FROZEN'); // v1 may stay FREEZING while new tasks race in: ask again
     await sleep(delay);
   }
-}
-
-export function thaw(sandboxId: string): void {
-  fs.writeFileSync(freezerStateFile(sandboxId), 'THAWED');
 }

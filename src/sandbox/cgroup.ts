@@ -17,6 +17,11 @@ export function freezerStateFile(sandboxId: string): string {
   return path.join(CGROUP_ROOT, 'freezer', CGROUP_PARENT, sandboxId, 'freezer.state');
 }
 
+/** Lets the sandbox's frozen tasks run again. */
+export function thaw(sandboxId: string): void {
+  fs.writeFileSync(freezerStateFile(sandboxId), 'THAWED');
+}
+
 /** Every cgroup directory that may exist for the sandbox (for cleanup and checks). */
 export function cgroupDirsOf(sandboxId: string): string[] {
   return HIERARCHIES.map((h) => path.join(CGROUP_ROOT, h, CGROUP_PARENT, sandboxId));

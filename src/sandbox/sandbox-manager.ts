@@ -16,7 +16,7 @@ import { run } from '../core/run.js';
 import { rootLogger } from '../core/log.js';
 import { BASE_IMAGE } from '../image/image-store.js';
 import { ensureImage, type Progress } from '../image/image-builder.js';
-import { cgroupsPathOf, freezerStateFile, processesOf, removeCgroupDirs, type HostProcess } from './cgroup.js';
+import { cgroupsPathOf, processesOf, removeCgroupDirs, thaw, type HostProcess } from './cgroup.js';
 import { SandboxChannel, type ExecResult } from './channel.js';
 import { SESSION_DIR } from './init-script.js';
 import { buildOciSpec } from './oci-spec.js';
@@ -293,7 +293,7 @@ export class SandboxManager {
         // during the freeze; seen once in a demo): runc fails the transition stopped → paused.
         // Thaw, let the freeze give up or finish, and try again.
         if (attempt >= 3 || !(err instanceof CrabError) || !/invalid state transition from stopped to paused/.test(err.message)) throw err;
-        fs.writeFileSync(freezerStateFile(id), 'THAWED');
+        thaw(id);
         await sleep(50 * (attempt + 1));
       }
     }
