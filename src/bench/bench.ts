@@ -22,6 +22,7 @@ import { noiseBetween, stateDifference } from './final-state.js';
 import { pool } from '../core/pool.js';
 import { bytesByCause, type CauseTotal, type CheckpointCause } from './causes.js';
 import { classifyTrace, type TraceClassing } from './trace-class.js';
+import { writtenBytes } from './own-traffic.js';
 import { SESSION_SHELL } from '../sandbox/channel.js';
 
 export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
@@ -45,24 +46,32 @@ export interface ModeSummary {
   correctness: number;
   runs: number;
   overhead_vs_none: number | null;
-  /** Bytes written against full mode's, each run charged as if it had the deduplicating store to itself (`own-traffic.ts`). */
+  /**
+   * Bytes written against full mode's (`writtenBytes`): full checkpoints written whole every turn,
+   * as a conventional full-per-turn C/R does. Each run is charged as if it had its store to itself
+   * (`own-traffic.ts`).
+   */
   traffic_vs_full: number | null;
   /** The same over the agent's turns (boundaries 1..N): the setup's base checkpoint, alike in every mode, left out. */
   traffic_vs_full_turns: number | null;
-  /** What the mode's checkpoints hold before dedup against what full's hold (C/R volume, like for like). */
-  traffic_vs_full_logical: number | null;
   /**
-   * New bytes written against what full's checkpoints hold before dedup: Crab, store included,
-   * against a conventional full-per-turn C/R that writes every checkpoint whole.
+   * Bytes written against full checkpoints taken every turn into the same deduplicating store:
+   * what the policy (which checkpoints to take) saves on its own, the store's savings given to both.
    */
-  traffic_vs_conventional_full: number | null;
+  traffic_vs_full_dedup: number | null;
+  /** The same over the agent's turns. */
+  traffic_vs_full_dedup_turns: number | null;
+  /** What the mode's checkpoints hold before dedup and compression against what full's hold (C/R volume, like for like). */
+  traffic_vs_full_logical: number | null;
   gate_wait_p99_ms: number;
   /** Agent turns that took no checkpoint (boundaries 1..N of the no-fault runs). */
   skip_fraction: number | null;
   /** The same over every boundary, the setup's (boundary 0, a base checkpoint in every mode) included. */
   skip_fraction_boundaries: number | null;
-  /** What the no-fault runs' checkpoints would write, each run to a store of its own (`own-traffic.ts`), in all. */
+  /** What the no-fault runs' checkpoints write (`writtenBytes`: full's whole, crab's each run into a store of its own), in all. */
   ckpt_bytes: number;
+  /** What they write into a deduplicating store, each run into its own (`own-traffic.ts`), in all. */
+  ckpt_dedup_bytes: number;
   /** Median restore time of the fault runs that restored (null when none did). */
   restore_ms_p50: number | null;
   /** The no-fault runs' new bytes by why each checkpoint was taken (`causes.ts`); crab only. */
@@ -75,6 +84,8 @@ export interface ShellFigures {
   traces: number;
   traffic_vs_full: number | null;
   traffic_vs_full_turns: number | null;
+  traffic_vs_full_dedup: number | null;
+  traffic_vs_full_dedup_turns: number | null;
   skip_fraction: number | null;
 }
 
@@ -239,17 +250,21 @@ export function traceClasses(runs: readonly RunResult[]): Record<string, TraceCl
   return out;
 }
 
-/** Traffic against full and skip fraction of a mode's no-fault runs, on the traces `fullRuns` has too. */
+/** Traffic against full (written whole, and deduplicated) and skip fraction of a mode's no-fault runs, on the traces `fullRuns` has too. */
 function trafficFigures(runs: readonly RunResult[], fullRuns: readonly RunResult[]): Omit<ShellFigures, 'traces'> {
   const sum = (rs: readonly RunResult[], f: (r: RunResult) => number) => rs.reduce((a, r) => a + f(r), 0);
+  const ratio = (f: (r: RunResult) => number) => {
+    const base = sum(full, f);
+    return base > 0 ? sum(runs, f) / base : null;
+  };
   const traces = new Set(runs.map((r) => r.trace));
   const full = fullRuns.filter((r) => traces.has(r.trace));
-  const fullBytes = sum(full, (r) => r.ckpt_bytes);
-  const fullTurnBytes = sum(full, (r) => r.ckpt_bytes_turns);
   const turns = sum(runs, (r) => r.turns.judged);
   return {
-    traffic_vs_full: fullBytes > 0 ? sum(runs, (r) => r.ckpt_bytes) / fullBytes : null,
-    traffic_vs_full_turns: fullTurnBytes > 0 ? sum(runs, (r) => r.ckpt_bytes_turns) / fullTurnBytes : null,
+    traffic_vs_full: ratio((r) => writtenBytes(r.mode, r.ckpt_bytes, r.ckpt_whole_bytes)),
+    traffic_vs_full_turns: ratio((r) => writtenBytes(r.mode, r.ckpt_bytes_turns, r.ckpt_whole_bytes_turns)),
+    traffic_vs_full_dedup: ratio((r) => r.ckpt_bytes),
+    traffic_vs_full_dedup_turns: ratio((r) => r.ckpt_bytes_turns),
     skip_fraction: turns ? sum(runs, (r) => r.turns.skipped) / turns : null,
   };
 }
@@ -265,7 +280,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[], classes: Record
     const c = clean(mode);
     const checkpointing = mode === 'crab' || mode === 'full';
     const overheads = c.filter((r) => noneWall.has(r.trace)).map((r) => r.wall_ms / noneWall.get(r.trace)! - 1);
-    const bytes = c.reduce((a, r) => a + r.ckpt_bytes, 0);
+    const bytes = c.reduce((a, r) => a + writtenBytes(mode, r.ckpt_bytes, r.ckpt_whole_bytes), 0);
     const logical = c.reduce((a, r) => a + r.ckpt_logical_bytes, 0);
     const boundaries = c.reduce((a, r) => a + r.ckpts.full + r.ckpts.process + r.ckpts.fs + r.ckpts.skip, 0);
     const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
@@ -279,13 +294,15 @@ export function summarize(runs: RunResult[], modes: BenchMode[], classes: Record
       overhead_vs_none: mode === 'none' ? 0 : overheads.length ? overheads.reduce((a, b) => a + b, 0) / overheads.length : null,
       traffic_vs_full: checkpointing ? traffic.traffic_vs_full : null,
       traffic_vs_full_turns: checkpointing ? traffic.traffic_vs_full_turns : null,
+      traffic_vs_full_dedup: checkpointing ? traffic.traffic_vs_full_dedup : null,
+      traffic_vs_full_dedup_turns: checkpointing ? traffic.traffic_vs_full_dedup_turns : null,
       traffic_vs_full_logical: fullLogical > 0 && checkpointing ? logical / fullLogical : null,
-      traffic_vs_conventional_full: fullLogical > 0 && checkpointing ? bytes / fullLogical : null,
       // Gate waits of the no-fault runs: at the recorded latencies (compressed fault sweeps wait more).
       gate_wait_p99_ms: percentile(c.flatMap((r) => r.gate_waits), 99),
       skip_fraction: mode === 'crab' ? traffic.skip_fraction : null,
       skip_fraction_boundaries: mode === 'crab' && boundaries ? skips / boundaries : null,
       ckpt_bytes: bytes,
+      ckpt_dedup_bytes: c.reduce((a, r) => a + r.ckpt_bytes, 0),
       restore_ms_p50: restores.length ? percentile(restores, 50) : null,
       bytes_by_cause: mode === 'crab' ? bytesByCause(c.flatMap((r) => r.checkpoints)) : null,
       shell: shell && { traces: shellRuns.length, ...shell, skip_fraction: mode === 'crab' ? shell.skip_fraction : null },

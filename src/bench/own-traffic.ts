@@ -5,6 +5,9 @@
  * both create is paid by whichever gets there first. To compare modes, each run is charged as if
  * it were alone: a chunk costs its stored (compressed) size the first time the run uses it, pro
  * rata of the pages it uses when it names only some (page extents, delta bases).
+ *
+ * A conventional full-per-turn C/R shares nothing between checkpoints: `wholeTraffic` charges
+ * each checkpoint everything it holds, as if written self-contained with the same compression.
  */
 import fs from 'node:fs';
 import type { CheckpointRecord } from '../checkpoint/checkpoint.js';
@@ -62,40 +65,79 @@ export function ownTraffic(checkpoints: readonly ChunkUses[], size: (d: Digest) 
   });
 }
 
+/**
+ * Bytes charged to each checkpoint written whole: everything it uses, nothing shared with the
+ * checkpoints before it (a full checkpoint, as `runc checkpoint` plus a copy of the upper layer
+ * writes it, compressed like the store's chunks).
+ */
+export function wholeTraffic(checkpoints: readonly ChunkUses[], size: (d: Digest) => number, pagesOf: (d: Digest) => number): number[] {
+  return checkpoints.map((uses) => ownTraffic([uses], size, pagesOf)[0]!);
+}
+
+/** What a run's checkpoints cost: into a deduplicating store of the run's own, and each written whole. */
+export interface RunTraffic {
+  own: number[];
+  whole: number[];
+}
+
+/**
+ * What a mode's checkpoints write. `full` stands for a conventional full-per-turn C/R, whose full
+ * checkpoints are written whole (the bench stores them in the shared deduplicating store, to save
+ * disk and time, but charges them whole); Crab writes into its deduplicating store.
+ */
+export function writtenBytes(mode: string, own: number, whole: number): number {
+  return mode === 'full' ? whole : own;
+}
+
 /** Pages per chunk the page index did not know, remembered across runs (a chunk's content never changes). */
 const chunkPages = new Map<Digest, number>();
 
 /**
- * Charges a run's checkpoints (in the order taken) as `ownTraffic` says, reading their manifests
- * and process images from the store. A chunk gone from the store counts 0 (it cannot be sized).
+ * Charges a run's checkpoints (in the order taken) as `ownTraffic` and `wholeTraffic` say, reading
+ * their manifests and process images from the store. A chunk gone from the store counts 0 (it
+ * cannot be sized).
  */
-export async function runTraffic(store: LocalContentStore, checkpoints: ReadonlyArray<Pick<CheckpointRecord, 'fsManifest' | 'processImage'>>): Promise<number[]> {
+export async function runTraffic(store: LocalContentStore, checkpoints: ReadonlyArray<Pick<CheckpointRecord, 'fsManifest' | 'processImage'>>): Promise<RunTraffic> {
   const all: ChunkUses[] = [];
+  const allWhole: ChunkUses[] = [];
   for (const ck of checkpoints) {
     const uses: ChunkUses = new Map();
+    // Written whole, a page stored as an XOR delta is a page like its base: charged as the base's page.
+    const whole: ChunkUses = new Map();
+    const both = (f: (m: ChunkUses) => void) => {
+      f(uses);
+      f(whole);
+    };
     if (ck.fsManifest) {
-      useWhole(uses, ck.fsManifest);
-      for (const d of manifestDigests(await loadManifest(store, ck.fsManifest))) useWhole(uses, d);
+      const manifest = ck.fsManifest;
+      both((m) => useWhole(m, manifest));
+      for (const d of manifestDigests(await loadManifest(store, manifest))) both((m) => useWhole(m, d));
     }
     if (ck.processImage) {
-      useWhole(uses, ck.processImage);
-      for (const e of (await store.getJson<DirRecipe>(ck.processImage)).entries) {
+      const image = ck.processImage;
+      both((m) => useWhole(m, image));
+      for (const e of (await store.getJson<DirRecipe>(image)).entries) {
         if (e.type !== 'file') continue;
         const r = e.recipe;
         if (!r.extents) {
-          for (const d of r.chunks) useWhole(uses, d);
+          for (const d of r.chunks) both((m) => useWhole(m, d));
           continue;
         }
         for (const read of planExtentReads({ ...r, extents: r.extents })) {
-          usePages(uses, r.chunks[read.chunk], read.first, read.count);
-          if (read.base) usePages(uses, r.chunks[read.base.chunk], read.base.first, read.count);
+          if (read.base) {
+            usePages(uses, r.chunks[read.chunk], read.first, read.count);
+            both((m) => usePages(m, r.chunks[read.base!.chunk], read.base!.first, read.count));
+          } else {
+            both((m) => usePages(m, r.chunks[read.chunk], read.first, read.count));
+          }
         }
       }
     }
     all.push(uses);
+    allWhole.push(whole);
   }
   const counts = new Map<Digest, number>();
-  for (const uses of all) {
+  for (const uses of [...all, ...allWhole]) {
     for (const [d, pages] of uses) {
       if (pages === null || counts.has(d)) continue;
       // the store's page index knows most chunks' lengths; only the others are read
@@ -115,5 +157,6 @@ export async function runTraffic(store: LocalContentStore, checkpoints: Readonly
       return 0; // swept: cannot be sized
     }
   };
-  return ownTraffic(all, size, (d) => counts.get(d) ?? 1);
+  const pagesOf = (d: Digest) => counts.get(d) ?? 1;
+  return { own: ownTraffic(all, size, pagesOf), whole: wholeTraffic(allWhole, size, pagesOf) };
 }

@@ -2,14 +2,17 @@
 import fs from 'node:fs';
 import type { BenchReport } from './bench.js';
 import type { RunResult } from './replay.js';
+import { writtenBytes } from './own-traffic.js';
 
 const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
+const written = (r: RunResult) => writtenBytes(r.mode, r.ckpt_bytes, r.ckpt_whole_bytes);
+
 export function renderTable(rep: BenchReport): string {
   const lines: string[] = [];
   const row = (cells: string[], widths: number[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  const head = ['trace', 'mode', 'correct', 'wall (s, no fault)', 'overhead', 'ckpts f/p/fs/skip', 'traffic', 'vs full', 'gate p50/p99 ms', 'restore ms', 're-run turns', 'tokens wasted'];
+  const head = ['trace', 'mode', 'correct', 'wall (s, no fault)', 'overhead', 'ckpts f/p/fs/skip', 'traffic', 'vs full', 'vs full (dedup)', 'gate p50/p99 ms', 'restore ms', 're-run turns', 'tokens wasted'];
   const body: string[][] = [];
   const traces = [...new Set(rep.runs.map((r) => r.trace))];
   for (const t of traces) {
@@ -28,7 +31,8 @@ export function renderTable(rep: BenchReport): string {
         clean ? (clean.wall_ms / 1000).toFixed(1) : '-',
         clean && none && mode !== 'none' ? pct(clean.wall_ms / none.wall_ms - 1) : '-',
         clean ? `${clean.ckpts.full}/${clean.ckpts.process}/${clean.ckpts.fs}/${clean.ckpts.skip}` : '-',
-        clean ? mib(clean.ckpt_bytes) : '-',
+        clean ? mib(written(clean)) : '-',
+        clean && checkpoints && fullClean && written(fullClean) ? pct(written(clean) / written(fullClean)) : '-',
         clean && checkpoints && fullClean?.ckpt_bytes ? pct(clean.ckpt_bytes / fullClean.ckpt_bytes) : '-',
         clean ? `${Math.round(clean.gate_wait_ms.p50)}/${Math.round(clean.gate_wait_ms.p99)}` : '-',
         restores.length ? String(Math.round(restores.reduce((a, b) => a + b, 0) / restores.length)) : '-',
@@ -40,7 +44,7 @@ export function renderTable(rep: BenchReport): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   lines.push(row(head, widths), row(widths.map((w) => '-'.repeat(w)), widths), ...body.map((b) => row(b, widths)));
   lines.push('');
-  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'written', 'traffic vs full (dedup)', 'of turns', 'before dedup', 'vs conventional full', 'gate p99 ms', 'restore p50 ms', 'skip (turns)', 'skip (boundaries)'];
+  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'written', 'vs full', 'of turns', 'dedup: written', 'vs full', 'of turns', 'before dedup', 'gate p99 ms', 'restore p50 ms', 'skip (turns)', 'skip (boundaries)'];
   const sb = Object.entries(rep.summary).map(([mode, s]) => [
     mode,
     pct(s.correctness),
@@ -49,8 +53,10 @@ export function renderTable(rep: BenchReport): string {
     mode === 'full' || mode === 'crab' ? mib(s.ckpt_bytes) : '-',
     pct(s.traffic_vs_full),
     pct(s.traffic_vs_full_turns),
+    mode === 'full' || mode === 'crab' ? mib(s.ckpt_dedup_bytes) : '-',
+    pct(s.traffic_vs_full_dedup),
+    pct(s.traffic_vs_full_dedup_turns),
     pct(s.traffic_vs_full_logical),
-    pct(s.traffic_vs_conventional_full),
     String(Math.round(s.gate_wait_p99_ms)),
     s.restore_ms_p50 === null ? '-' : String(Math.round(s.restore_ms_p50)),
     pct(s.skip_fraction),
@@ -63,7 +69,8 @@ export function renderTable(rep: BenchReport): string {
     const heavy = Object.entries(rep.trace_classes).filter(([, c]) => c.class === 'heavy');
     lines.push(
       '',
-      `shell traces (${shell.traces}): crab traffic vs full ${pct(shell.traffic_vs_full)}, of turns ${pct(shell.traffic_vs_full_turns)}; skip (turns) ${pct(shell.skip_fraction)}`,
+      `shell traces (${shell.traces}): crab traffic vs full ${pct(shell.traffic_vs_full)}, of turns ${pct(shell.traffic_vs_full_turns)}; ` +
+        `vs full (dedup) ${pct(shell.traffic_vs_full_dedup)}, of turns ${pct(shell.traffic_vs_full_dedup_turns)}; skip (turns) ${pct(shell.skip_fraction)}`,
       `heavy traces (${heavy.length}): ${heavy.map(([t, c]) => `${t} (${c.why})`).join('; ') || 'none'}`,
     );
   }
@@ -78,8 +85,10 @@ export function renderTable(rep: BenchReport): string {
   lines.push(
     '',
     'per trace: the no-fault run (wall, ckpts, traffic, gate waits); restore ms, re-run turns and tokens wasted over its fault runs',
-    "written: what the no-fault runs' checkpoints would write to a store of their own (deduplicated within the run; content another run stored first is not free); traffic: the same against full; of turns: the same without boundary 0 (the setup); before dedup: what the checkpoints hold; " +
-      'vs conventional full: new bytes against full checkpoints written whole every turn',
+    "written: what the no-fault runs' checkpoints write. full is a conventional full-per-turn C/R: its full checkpoints are charged whole (zstd like the store's chunks, nothing shared between them; " +
+      'the bench stores them deduplicated, so its time overhead is a lower bound); crab writes into its deduplicating store, each run charged as if it had the store to itself ' +
+      '(content another run stored first is not free). vs full: against full; of turns: the same without boundary 0 (the setup)',
+    "dedup: full's checkpoints too in a deduplicating store of the run's own: what the policy (which checkpoints to take) saves on its own; before dedup: what the checkpoints hold, uncompressed",
     'skip (turns): agent turns whose boundary took no checkpoint (boundary k judges turn k); skip (boundaries): the same with ' +
       'boundary 0 counted, the setup, where every mode takes its base checkpoint',
     `overhead and traffic: no-fault runs at latency scale ${rep.options.overhead_scale}${rep.options.overhead_scale === 1 ? '' : ' (NOT valid as overhead figures: only scale 1 is)'}; ` +

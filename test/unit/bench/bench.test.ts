@@ -89,18 +89,18 @@ test('state comparison ignores what two clean runs disagree on, nothing else', (
 
 function run(p: Partial<RunResult>): RunResult {
   return {
-    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_store_bytes: 0, ckpt_bytes_turns: 0, ckpt_logical_bytes: 0,
+    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_store_bytes: 0, ckpt_bytes_turns: 0, ckpt_whole_bytes: 0, ckpt_whole_bytes_turns: 0, ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 }, turns: { judged: 0, skipped: 0 }, checkpoints: [], gate_wait_ms: { p50: 0, p99: 0 }, gate_waits: [], restore_ms: null,
     turns_rerun: 0, tokens_wasted: 0, bytes_per_turn: [], ...p,
   };
 }
 
-test('judge and summarize: correctness, overhead vs none, traffic vs full, skip fraction', () => {
+test('judge and summarize: correctness, overhead vs none, traffic vs full (written whole, and deduplicated), skip fraction', () => {
   const s = state({ a: 'f 1' });
   const runs = [
     run({ final: s }),
     run({ fault: 'none-repeat', final: s }),
-    run({ mode: 'full', wall_ms: 1100, ckpt_bytes: 1000, ckpt_bytes_turns: 600, ckpts: { full: 4, process: 0, fs: 0, skip: 0 }, final: s, gate_waits: [0, 10, 20, 30] }),
+    run({ mode: 'full', wall_ms: 1100, ckpt_bytes: 1000, ckpt_bytes_turns: 600, ckpt_whole_bytes: 2000, ckpt_whole_bytes_turns: 1500, ckpts: { full: 4, process: 0, fs: 0, skip: 0 }, final: s, gate_waits: [0, 10, 20, 30] }),
     // Boundary 0 (the setup) takes the base checkpoint; turns 1..3 take none.
     run({ mode: 'crab', wall_ms: 1010, ckpt_bytes: 80, ckpt_bytes_turns: 30, ckpts: { full: 1, process: 0, fs: 0, skip: 3 }, turns: { judged: 3, skipped: 3 }, final: s }),
     run({ mode: 'crab', fault: 'after-actions:2', final: s }),
@@ -113,8 +113,15 @@ test('judge and summarize: correctness, overhead vs none, traffic vs full, skip 
   assert.equal(sum['chat-only']!.correctness, 0);
   assert.ok(Math.abs(sum.crab!.overhead_vs_none! - 0.01) < 1e-9);
   assert.ok(Math.abs(sum.full!.overhead_vs_none! - 0.1) < 1e-9);
-  assert.equal(sum.crab!.traffic_vs_full, 0.08);
-  assert.equal(sum.crab!.traffic_vs_full_turns, 0.05);
+  // full writes its checkpoints whole; crab into its deduplicating store
+  assert.equal(sum.crab!.traffic_vs_full, 0.04);
+  assert.equal(sum.crab!.traffic_vs_full_turns, 0.02);
+  assert.equal(sum.crab!.traffic_vs_full_dedup, 0.08);
+  assert.equal(sum.crab!.traffic_vs_full_dedup_turns, 0.05);
+  assert.equal(sum.full!.traffic_vs_full, 1);
+  assert.equal(sum.full!.traffic_vs_full_dedup, 1);
+  assert.equal(sum.full!.ckpt_bytes, 2000);
+  assert.equal(sum.full!.ckpt_dedup_bytes, 1000);
   assert.equal(sum.crab!.skip_fraction, 1);
   assert.equal(sum.crab!.skip_fraction_boundaries, 0.75);
   assert.equal(sum.full!.gate_wait_p99_ms, 30);
@@ -126,7 +133,7 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   const s = state({ a: 'f 1' });
   const runs = [
     run({ final: s }),
-    run({ mode: 'full', ckpt_bytes: 1000, gate_wait_ms: { p50: 3, p99: 40 }, final: s }),
+    run({ mode: 'full', ckpt_bytes: 1000, ckpt_whole_bytes: 4000, gate_wait_ms: { p50: 3, p99: 40 }, final: s }),
     run({ mode: 'crab', ckpt_bytes: 80, final: s, checkpoints: [{ turn: 0, kind: 'full', new_bytes: 60, store_new_bytes: 60, reasons: ['first-boundary'] }, { turn: 2, kind: 'fs', new_bytes: 20, store_new_bytes: 20, reasons: ['fs-changed'] }] }),
     run({ mode: 'crab', fault: 'after-actions:2', restore_ms: 300, turns_rerun: 1, tokens_wasted: 0, final: s }),
     run({ mode: 'crab', fault: 'mid-wait:3', restore_ms: 500, turns_rerun: 2, tokens_wasted: 1234, final: s }),
@@ -143,16 +150,18 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
     duration_ms: 1000,
   });
   const cells = (mode: string) => table.split('\n').find((l) => l.startsWith(`t `) && l.split(/\s{2,}/)[1] === mode)!.split(/\s{2,}/);
-  assert.deepEqual(cells('full').slice(7, 9), ['100.0%', '3/40']);
-  assert.deepEqual(cells('crab').slice(7), ['8.0%', '0/0', '400', '3', '1234']);
-  assert.deepEqual(cells('none').slice(7), ['-', '0/0', '-', '-', '-']);
+  assert.deepEqual(cells('full').slice(6, 10), ['0.0 MiB', '100.0%', '100.0%', '3/40']);
+  assert.deepEqual(cells('crab').slice(7), ['2.0%', '8.0%', '0/0', '400', '3', '1234']);
+  assert.deepEqual(cells('none').slice(7), ['-', '-', '0/0', '-', '-', '-']);
   const summaryRow = (mode: string) => table.split('\n').find((l) => !l.startsWith('t ') && l.split(/\s{2,}/)[0] === mode)!.split(/\s{2,}/);
   // written, then (after the ratios and gate p99) the median restore of the fault runs
   assert.equal(summaryRow('crab')[4], '0.0 MiB');
-  assert.equal(summaryRow('crab')[10], '300'); // p50 of 300 and 500 (nearest rank)
-  assert.equal(summaryRow('full')[10], '-');
+  assert.deepEqual(summaryRow('crab').slice(5, 7), ['2.0%', '-'], 'written whole, full wrote 4000 bytes; no turns figures');
+  assert.equal(summaryRow('crab')[8], '8.0%', 'against full deduplicated');
+  assert.equal(summaryRow('crab')[12], '300'); // p50 of 300 and 500 (nearest rank)
+  assert.equal(summaryRow('full')[12], '-');
   assert.ok(table.includes("crab's traffic by cause (checkpoints): setup 75.0% (1), files changed 25.0% (1)"), table);
-  assert.ok(table.includes('shell traces (1): crab traffic vs full 8.0%'), table);
+  assert.ok(table.includes('shell traces (1): crab traffic vs full 2.0%, of turns -; vs full (dedup) 8.0%'), table);
   assert.ok(table.includes('heavy traces (0): none'), table);
   assert.ok(!table.includes('STOPPED'), table);
   assert.ok(table.includes('event-loop lag (proxy, gates and checkpoint work share it): p50 0 ms, p99 4.2 ms, max 31 ms'), table);
@@ -175,18 +184,19 @@ test('summarize: the shell-trace figures leave the heavy traces out, on both sid
   const heavy = state({ 'big.log': `f 420 ${64 * 2 ** 20} y` });
   const runs = [
     run({ trace: 'light', final: light }),
-    run({ trace: 'light', mode: 'full', ckpt_bytes: 1000, ckpt_bytes_turns: 900, final: light }),
+    run({ trace: 'light', mode: 'full', ckpt_bytes: 1000, ckpt_bytes_turns: 900, ckpt_whole_bytes: 3000, ckpt_whole_bytes_turns: 2500, final: light }),
     run({ trace: 'light', mode: 'crab', ckpt_bytes: 150, ckpt_bytes_turns: 50, turns: { judged: 10, skipped: 9 }, final: light }),
     run({ trace: 'log', final: heavy }),
-    run({ trace: 'log', mode: 'full', ckpt_bytes: 9000, ckpt_bytes_turns: 8000, final: heavy }),
+    run({ trace: 'log', mode: 'full', ckpt_bytes: 9000, ckpt_bytes_turns: 8000, ckpt_whole_bytes: 97000, ckpt_whole_bytes_turns: 96000, final: heavy }),
     run({ trace: 'log', mode: 'crab', ckpt_bytes: 8500, ckpt_bytes_turns: 7600, turns: { judged: 10, skipped: 5 }, final: heavy }),
   ];
   const classes = traceClasses(runs);
   assert.deepEqual(classes, { light: { class: 'shell', why: null }, log: { class: 'heavy', why: '64 MiB of files' } });
   const sum = summarize(runs, ['none', 'full', 'crab'], classes);
-  assert.equal(sum.crab!.traffic_vs_full, 0.865);
-  assert.deepEqual(sum.crab!.shell, { traces: 1, traffic_vs_full: 0.15, traffic_vs_full_turns: 50 / 900, skip_fraction: 0.9 });
-  assert.deepEqual(sum.full!.shell, { traces: 1, traffic_vs_full: 1, traffic_vs_full_turns: 1, skip_fraction: null });
+  assert.equal(sum.crab!.traffic_vs_full, 0.0865);
+  assert.equal(sum.crab!.traffic_vs_full_dedup, 0.865);
+  assert.deepEqual(sum.crab!.shell, { traces: 1, traffic_vs_full: 0.05, traffic_vs_full_turns: 0.02, traffic_vs_full_dedup: 0.15, traffic_vs_full_dedup_turns: 50 / 900, skip_fraction: 0.9 });
+  assert.deepEqual(sum.full!.shell, { traces: 1, traffic_vs_full: 1, traffic_vs_full_turns: 1, traffic_vs_full_dedup: 1, traffic_vs_full_dedup_turns: 1, skip_fraction: null });
   assert.equal(sum.none!.shell, null);
   assert.deepEqual(summarize(runs, ['crab']).crab!.shell, null, 'no classes: no shell figures');
 });

@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { ownTraffic, usePages, useWhole, type ChunkUses } from '../../../src/bench/own-traffic.js';
+import { ownTraffic, usePages, useWhole, wholeTraffic, type ChunkUses } from '../../../src/bench/own-traffic.js';
 
 const sizes: Record<string, number> = { a: 1000, b: 400, c: 800 };
 const pages: Record<string, number> = { a: 1, b: 4, c: 8 };
@@ -24,4 +24,14 @@ test('ownTraffic: a chunk costs its size the first time the run uses it, pro rat
     ['overlapping page runs count each page once', [ck(['c', 0, 4], ['c', 2, 4])], [600]],
   ];
   for (const [why, cks, want] of rows) assert.deepEqual(ownTraffic(cks, (d) => sizes[d]!, (d) => pages[d]!), want, why);
+});
+
+test('wholeTraffic: each checkpoint pays for everything it uses, as if nothing were written before it', () => {
+  const rows: Array<[string, ChunkUses[], number[]]> = [
+    ['nothing', [], []],
+    ['a chunk used again is paid again', [ck('a'), ck('a'), ck('a', 'b')], [1000, 1000, 1400]],
+    ['pages are paid pro rata, each time', [ck(['b', 0, 1]), ck(['b', 0, 3]), ck('b')], [100, 300, 400]],
+    ['overlapping page runs count each page once within a checkpoint', [ck(['c', 0, 4], ['c', 2, 4])], [600]],
+  ];
+  for (const [why, cks, want] of rows) assert.deepEqual(wholeTraffic(cks, (d) => sizes[d]!, (d) => pages[d]!), want, why);
 });
