@@ -110,8 +110,8 @@ export function writeJson(rep: BenchReport, file: string): void {
   fs.writeFileSync(file, JSON.stringify({ ...rep, runs }, null, 2));
 }
 
-function bars(values: number[], w: number, h: number, color: string): string {
-  const max = Math.max(1, ...values);
+/** Bars of `values`, `max` at full height (one scale for charts side by side). */
+function bars(values: number[], w: number, h: number, color: string, max = Math.max(1, ...values)): string {
   const bw = w / Math.max(1, values.length);
   return values.map((v, i) => `<rect x="${(i * bw).toFixed(1)}" y="${(h - (v / max) * h).toFixed(1)}" width="${Math.max(1, bw - 1).toFixed(1)}" height="${((v / max) * h).toFixed(1)}" fill="${color}"><title>${v}</title></rect>`).join('');
 }
@@ -127,9 +127,10 @@ export function writeHtml(rep: BenchReport, file: string): void {
     const n = Math.max(full?.bytes_per_turn.length ?? 0, crab?.bytes_per_turn.length ?? 0);
     const fv = Array.from({ length: n }, (_, i) => full?.bytes_per_turn[i] ?? 0);
     const cv = Array.from({ length: n }, (_, i) => crab?.bytes_per_turn[i] ?? 0);
+    const max = Math.max(1, ...fv, ...cv);
     sections.push(
-      `<h3>${t}</h3><p>traffic per turn boundary (new bytes): full <span style="color:#c44">■</span> vs crab <span style="color:#36c">■</span></p>` +
-        `<svg width="600" height="80">${bars(fv, 600, 80, '#c44')}</svg><br><svg width="600" height="80">${bars(cv, 600, 80, '#36c')}</svg>`,
+      `<h3>${t}</h3><p>bytes written per turn boundary, one scale: full <span style="color:#c44">■</span> (each checkpoint whole) vs crab <span style="color:#36c">■</span></p>` +
+        `<svg width="600" height="80">${bars(fv, 600, 80, '#c44', max)}</svg><br><svg width="600" height="80">${bars(cv, 600, 80, '#36c', max)}</svg>`,
     );
   }
   const waits = clean('crab').flatMap((r) => r.gate_waits);

@@ -37,11 +37,19 @@ describe('crab bench (real sandboxes, proxy, engine, runc + CRIU)', rootOnly(), 
     await removeByPrefix(m, `bench-${name}`);
   });
 
-  test('a fault at a turn: crab recovers correctly, the trace is a shell trace, no sandbox is left', async () => {
-    const rep = await runBench(host, [trace(name)], { modes: ['none', 'chat-only', 'crab'], faults: { kind: 'turn', turn: 3, when: 'after-actions' }, latencyScale: 0.05, overheadScale: 0.05, concurrency: 2 });
+  test('a fault at a turn: crab and full recover correctly, full is charged whole, the trace is a shell trace, no sandbox is left', async () => {
+    const rep = await runBench(host, [trace(name)], { modes: ['none', 'chat-only', 'full', 'crab'], faults: { kind: 'turn', turn: 3, when: 'after-actions' }, latencyScale: 0.05, overheadScale: 0.05, concurrency: 2 });
     assert.equal(rep.stopped, undefined);
     const crab = rep.runs.filter((r) => r.mode === 'crab');
     assert.deepEqual(Object.fromEntries(crab.map((r) => [r.fault, [r.correct, r.reason]])), { none: [true, null], 'after-actions:3': [true, null] });
+    const full = rep.runs.find((r) => r.mode === 'full' && r.fault === 'none')!;
+    assert.equal(full.ckpts.full, 5, 'a full checkpoint at each of the 5 boundaries');
+    // Written whole, every full checkpoint pays for the shell's image again: far more than deduplicated.
+    assert.ok(full.ckpt_whole_bytes > 2 * full.ckpt_bytes, `${full.ckpt_whole_bytes} whole vs ${full.ckpt_bytes} deduplicated`);
+    assert.ok(full.ckpt_whole_bytes_turns < full.ckpt_whole_bytes);
+    const s = rep.summary.crab!;
+    assert.ok(s.traffic_vs_full! < s.traffic_vs_full_dedup! && s.traffic_vs_full_dedup! < 1, JSON.stringify(s));
+    assert.equal(rep.summary.full!.ckpt_bytes, full.ckpt_whole_bytes);
     assert.deepEqual(rep.trace_classes[name], { class: 'shell', why: null });
     assert.equal(rep.summary.crab!.shell?.traces, 1);
     assert.equal(rep.summary.crab!.correctness, 1);
