@@ -22,7 +22,6 @@ import { noiseBetween, stateDifference } from './final-state.js';
 import { pool } from '../core/pool.js';
 import { bytesByCause, type CauseTotal, type CheckpointCause } from './causes.js';
 import { classifyTrace, type TraceClassing } from './trace-class.js';
-import { writtenBytes } from './own-traffic.js';
 import { SESSION_SHELL } from '../sandbox/channel.js';
 
 export type FaultPlan = { kind: 'none' } | { kind: 'every-turn' } | { kind: 'random'; count: number } | { kind: 'turn'; turn: number; when?: Fault['when'] };
@@ -47,7 +46,7 @@ export interface ModeSummary {
   runs: number;
   overhead_vs_none: number | null;
   /**
-   * Bytes written against full mode's (`writtenBytes`): full checkpoints written whole every turn,
+   * Bytes written against full mode's (`RunResult.ckpt_bytes`): full checkpoints written whole every turn,
    * as a conventional full-per-turn C/R does. Each run is charged as if it had its store to itself
    * (`own-traffic.ts`).
    */
@@ -68,7 +67,7 @@ export interface ModeSummary {
   skip_fraction: number | null;
   /** The same over every boundary, the setup's (boundary 0, a base checkpoint in every mode) included. */
   skip_fraction_boundaries: number | null;
-  /** What the no-fault runs' checkpoints write (`writtenBytes`: full's whole, crab's each run into a store of its own), in all. */
+  /** What the no-fault runs' checkpoints write (`RunResult.ckpt_bytes`: full's whole, crab's each run into a store of its own), in all. */
   ckpt_bytes: number;
   /** What they write into a deduplicating store, each run into its own (`own-traffic.ts`), in all. */
   ckpt_dedup_bytes: number;
@@ -261,10 +260,10 @@ function trafficFigures(runs: readonly RunResult[], fullRuns: readonly RunResult
   const full = fullRuns.filter((r) => traces.has(r.trace));
   const turns = sum(runs, (r) => r.turns.judged);
   return {
-    traffic_vs_full: ratio((r) => writtenBytes(r.mode, r.ckpt_bytes, r.ckpt_whole_bytes)),
-    traffic_vs_full_turns: ratio((r) => writtenBytes(r.mode, r.ckpt_bytes_turns, r.ckpt_whole_bytes_turns)),
-    traffic_vs_full_dedup: ratio((r) => r.ckpt_bytes),
-    traffic_vs_full_dedup_turns: ratio((r) => r.ckpt_bytes_turns),
+    traffic_vs_full: ratio((r) => r.ckpt_bytes),
+    traffic_vs_full_turns: ratio((r) => r.ckpt_bytes_turns),
+    traffic_vs_full_dedup: ratio((r) => r.ckpt_dedup_bytes),
+    traffic_vs_full_dedup_turns: ratio((r) => r.ckpt_dedup_bytes_turns),
     skip_fraction: turns ? sum(runs, (r) => r.turns.skipped) / turns : null,
   };
 }
@@ -280,7 +279,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[], classes: Record
     const c = clean(mode);
     const checkpointing = mode === 'crab' || mode === 'full';
     const overheads = c.filter((r) => noneWall.has(r.trace)).map((r) => r.wall_ms / noneWall.get(r.trace)! - 1);
-    const bytes = c.reduce((a, r) => a + writtenBytes(mode, r.ckpt_bytes, r.ckpt_whole_bytes), 0);
+    const bytes = c.reduce((a, r) => a + r.ckpt_bytes, 0);
     const logical = c.reduce((a, r) => a + r.ckpt_logical_bytes, 0);
     const boundaries = c.reduce((a, r) => a + r.ckpts.full + r.ckpts.process + r.ckpts.fs + r.ckpts.skip, 0);
     const skips = c.reduce((a, r) => a + r.ckpts.skip, 0);
@@ -302,7 +301,7 @@ export function summarize(runs: RunResult[], modes: BenchMode[], classes: Record
       skip_fraction: mode === 'crab' ? traffic.skip_fraction : null,
       skip_fraction_boundaries: mode === 'crab' && boundaries ? skips / boundaries : null,
       ckpt_bytes: bytes,
-      ckpt_dedup_bytes: c.reduce((a, r) => a + r.ckpt_bytes, 0),
+      ckpt_dedup_bytes: c.reduce((a, r) => a + r.ckpt_dedup_bytes, 0),
       restore_ms_p50: restores.length ? percentile(restores, 50) : null,
       bytes_by_cause: mode === 'crab' ? bytesByCause(c.flatMap((r) => r.checkpoints)) : null,
       shell: shell && { traces: shellRuns.length, ...shell, skip_fraction: mode === 'crab' ? shell.skip_fraction : null },

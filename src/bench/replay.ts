@@ -49,16 +49,21 @@ export interface RunResult {
   correct: boolean;
   reason: string | null;
   wall_ms: number;
-  /** What the checkpoints would write to a store of their own (`own-traffic.ts`): shared content is charged to every run that uses it. */
+  /**
+   * What the mode's checkpoints write (`writtenBytes`): full's each whole, as a conventional C/R
+   * writes them; crab's into a deduplicating store of the run's own.
+   */
   ckpt_bytes: number;
-  /** What they would write as full checkpoints, each whole, nothing shared between them (`wholeTraffic`): a conventional C/R. */
+  /** What the checkpoints would write to a deduplicating store of their own (`own-traffic.ts`): shared content is charged to every run that uses it. */
+  ckpt_dedup_bytes: number;
+  /** What they would write as full checkpoints, each whole, nothing shared between them (`wholeTraffic`). */
   ckpt_whole_bytes: number;
   /** What the checkpoints actually wrote to the shared store (depends on which run stored shared content first). */
   ckpt_store_bytes: number;
-  /** New bytes of the checkpoints at boundaries 1..N: what the agent's turns cost, the setup's base checkpoint left out. */
+  /** `ckpt_bytes` of the checkpoints at boundaries 1..N: what the agent's turns cost, the setup's base checkpoint left out. */
   ckpt_bytes_turns: number;
-  /** The same for `ckpt_whole_bytes`. */
-  ckpt_whole_bytes_turns: number;
+  /** The same for `ckpt_dedup_bytes`. */
+  ckpt_dedup_bytes_turns: number;
   /** What the checkpoints hold (files + process images) before dedup. */
   ckpt_logical_bytes: number;
   /** Checkpoints by kind over all boundaries, the first (boundary 0: the setup, before turn 1) included. */
@@ -118,8 +123,9 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
     ckpt_bytes: 0,
     ckpt_store_bytes: 0,
     ckpt_bytes_turns: 0,
+    ckpt_dedup_bytes: 0,
+    ckpt_dedup_bytes_turns: 0,
     ckpt_whole_bytes: 0,
-    ckpt_whole_bytes_turns: 0,
     ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 },
     turns: { judged: 0, skipped: 0 },
@@ -324,18 +330,20 @@ async function collectFigures(host: CrabHost, id: string, result: RunResult): Pr
   // charged as if the run had the store to itself: shared content is not free for whoever came second
   const traffic = await runTraffic(host.checkpointer.store, cks);
   cks.forEach((c, i) => {
-    const bytes = traffic.own[i]!;
+    const dedup = traffic.own[i]!;
     const whole = traffic.whole[i]!;
+    const bytes = writtenBytes(result.mode, dedup, whole);
     result.ckpts[c.kind]++;
     result.ckpt_bytes += bytes;
+    result.ckpt_dedup_bytes += dedup;
     result.ckpt_whole_bytes += whole;
     result.ckpt_store_bytes += c.newBytes;
     if (c.turn !== null && c.turn >= 1) {
       result.ckpt_bytes_turns += bytes;
-      result.ckpt_whole_bytes_turns += whole;
+      result.ckpt_dedup_bytes_turns += dedup;
     }
     result.ckpt_logical_bytes += c.logicalBytes;
-    if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + writtenBytes(result.mode, bytes, whole);
+    if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + bytes;
     result.checkpoints.push({ turn: c.turn, kind: c.kind, new_bytes: bytes, store_new_bytes: c.newBytes, reasons: reasonsOf(c.effects) });
   });
 }

@@ -2,12 +2,9 @@
 import fs from 'node:fs';
 import type { BenchReport } from './bench.js';
 import type { RunResult } from './replay.js';
-import { writtenBytes } from './own-traffic.js';
 
 const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-
-const written = (r: RunResult) => writtenBytes(r.mode, r.ckpt_bytes, r.ckpt_whole_bytes);
 
 export function renderTable(rep: BenchReport): string {
   const lines: string[] = [];
@@ -31,9 +28,9 @@ export function renderTable(rep: BenchReport): string {
         clean ? (clean.wall_ms / 1000).toFixed(1) : '-',
         clean && none && mode !== 'none' ? pct(clean.wall_ms / none.wall_ms - 1) : '-',
         clean ? `${clean.ckpts.full}/${clean.ckpts.process}/${clean.ckpts.fs}/${clean.ckpts.skip}` : '-',
-        clean ? mib(written(clean)) : '-',
-        clean && checkpoints && fullClean && written(fullClean) ? pct(written(clean) / written(fullClean)) : '-',
+        clean ? mib(clean.ckpt_bytes) : '-',
         clean && checkpoints && fullClean?.ckpt_bytes ? pct(clean.ckpt_bytes / fullClean.ckpt_bytes) : '-',
+        clean && checkpoints && fullClean?.ckpt_dedup_bytes ? pct(clean.ckpt_dedup_bytes / fullClean.ckpt_dedup_bytes) : '-',
         clean ? `${Math.round(clean.gate_wait_ms.p50)}/${Math.round(clean.gate_wait_ms.p99)}` : '-',
         restores.length ? String(Math.round(restores.reduce((a, b) => a + b, 0) / restores.length)) : '-',
         faulted.length ? String(faulted.reduce((a, r) => a + r.turns_rerun, 0)) : '-',

@@ -45,11 +45,15 @@ describe('crab bench (real sandboxes, proxy, engine, runc + CRIU)', rootOnly(), 
     const full = rep.runs.find((r) => r.mode === 'full' && r.fault === 'none')!;
     assert.equal(full.ckpts.full, 5, 'a full checkpoint at each of the 5 boundaries');
     // Written whole, every full checkpoint pays for the shell's image again: far more than deduplicated.
-    assert.ok(full.ckpt_whole_bytes > 2 * full.ckpt_bytes, `${full.ckpt_whole_bytes} whole vs ${full.ckpt_bytes} deduplicated`);
-    assert.ok(full.ckpt_whole_bytes_turns < full.ckpt_whole_bytes);
+    assert.equal(full.ckpt_bytes, full.ckpt_whole_bytes);
+    assert.ok(full.ckpt_bytes > 2 * full.ckpt_dedup_bytes, `${full.ckpt_bytes} whole vs ${full.ckpt_dedup_bytes} deduplicated`);
+    assert.ok(full.ckpt_bytes_turns < full.ckpt_bytes);
+    const crabClean = crab.find((r) => r.fault === 'none')!;
+    assert.equal(crabClean.ckpt_bytes, crabClean.ckpt_dedup_bytes, 'crab writes into its deduplicating store');
     const s = rep.summary.crab!;
     assert.ok(s.traffic_vs_full! < s.traffic_vs_full_dedup! && s.traffic_vs_full_dedup! < 1, JSON.stringify(s));
-    assert.equal(rep.summary.full!.ckpt_bytes, full.ckpt_whole_bytes);
+    assert.equal(rep.summary.full!.ckpt_bytes, full.ckpt_bytes);
+    assert.equal(rep.summary.full!.ckpt_dedup_bytes, full.ckpt_dedup_bytes);
     assert.deepEqual(rep.trace_classes[name], { class: 'shell', why: null });
     assert.equal(rep.summary.crab!.shell?.traces, 1);
     assert.equal(rep.summary.crab!.correctness, 1);

@@ -89,7 +89,7 @@ test('state comparison ignores what two clean runs disagree on, nothing else', (
 
 function run(p: Partial<RunResult>): RunResult {
   return {
-    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_store_bytes: 0, ckpt_bytes_turns: 0, ckpt_whole_bytes: 0, ckpt_whole_bytes_turns: 0, ckpt_logical_bytes: 0,
+    trace: 't', mode: 'none', fault: 'none', latency_scale: 1, correct: false, reason: null, wall_ms: 1000, ckpt_bytes: 0, ckpt_store_bytes: 0, ckpt_bytes_turns: 0, ckpt_dedup_bytes: 0, ckpt_dedup_bytes_turns: 0, ckpt_whole_bytes: 0, ckpt_logical_bytes: 0,
     ckpts: { full: 0, process: 0, fs: 0, skip: 0 }, turns: { judged: 0, skipped: 0 }, checkpoints: [], gate_wait_ms: { p50: 0, p99: 0 }, gate_waits: [], restore_ms: null,
     turns_rerun: 0, tokens_wasted: 0, bytes_per_turn: [], ...p,
   };
@@ -100,9 +100,9 @@ test('judge and summarize: correctness, overhead vs none, traffic vs full (writt
   const runs = [
     run({ final: s }),
     run({ fault: 'none-repeat', final: s }),
-    run({ mode: 'full', wall_ms: 1100, ckpt_bytes: 1000, ckpt_bytes_turns: 600, ckpt_whole_bytes: 2000, ckpt_whole_bytes_turns: 1500, ckpts: { full: 4, process: 0, fs: 0, skip: 0 }, final: s, gate_waits: [0, 10, 20, 30] }),
+    run({ mode: 'full', wall_ms: 1100, ckpt_bytes: 2000, ckpt_bytes_turns: 1500, ckpt_dedup_bytes: 1000, ckpt_dedup_bytes_turns: 600, ckpt_whole_bytes: 2000, ckpts: { full: 4, process: 0, fs: 0, skip: 0 }, final: s, gate_waits: [0, 10, 20, 30] }),
     // Boundary 0 (the setup) takes the base checkpoint; turns 1..3 take none.
-    run({ mode: 'crab', wall_ms: 1010, ckpt_bytes: 80, ckpt_bytes_turns: 30, ckpts: { full: 1, process: 0, fs: 0, skip: 3 }, turns: { judged: 3, skipped: 3 }, final: s }),
+    run({ mode: 'crab', wall_ms: 1010, ckpt_bytes: 80, ckpt_bytes_turns: 30, ckpt_dedup_bytes: 80, ckpt_dedup_bytes_turns: 30, ckpts: { full: 1, process: 0, fs: 0, skip: 3 }, turns: { judged: 3, skipped: 3 }, final: s }),
     run({ mode: 'crab', fault: 'after-actions:2', final: s }),
     run({ mode: 'chat-only', fault: 'after-actions:2', final: state({ a: 'f 2' }) }),
   ];
@@ -133,8 +133,8 @@ test('renderTable: per trace and mode the ratio to full, gate p50/p99, re-run tu
   const s = state({ a: 'f 1' });
   const runs = [
     run({ final: s }),
-    run({ mode: 'full', ckpt_bytes: 1000, ckpt_whole_bytes: 4000, gate_wait_ms: { p50: 3, p99: 40 }, final: s }),
-    run({ mode: 'crab', ckpt_bytes: 80, final: s, checkpoints: [{ turn: 0, kind: 'full', new_bytes: 60, store_new_bytes: 60, reasons: ['first-boundary'] }, { turn: 2, kind: 'fs', new_bytes: 20, store_new_bytes: 20, reasons: ['fs-changed'] }] }),
+    run({ mode: 'full', ckpt_bytes: 4000, ckpt_dedup_bytes: 1000, ckpt_whole_bytes: 4000, gate_wait_ms: { p50: 3, p99: 40 }, final: s }),
+    run({ mode: 'crab', ckpt_bytes: 80, ckpt_dedup_bytes: 80, final: s, checkpoints: [{ turn: 0, kind: 'full', new_bytes: 60, store_new_bytes: 60, reasons: ['first-boundary'] }, { turn: 2, kind: 'fs', new_bytes: 20, store_new_bytes: 20, reasons: ['fs-changed'] }] }),
     run({ mode: 'crab', fault: 'after-actions:2', restore_ms: 300, turns_rerun: 1, tokens_wasted: 0, final: s }),
     run({ mode: 'crab', fault: 'mid-wait:3', restore_ms: 500, turns_rerun: 2, tokens_wasted: 1234, final: s }),
   ];
@@ -184,11 +184,11 @@ test('summarize: the shell-trace figures leave the heavy traces out, on both sid
   const heavy = state({ 'big.log': `f 420 ${64 * 2 ** 20} y` });
   const runs = [
     run({ trace: 'light', final: light }),
-    run({ trace: 'light', mode: 'full', ckpt_bytes: 1000, ckpt_bytes_turns: 900, ckpt_whole_bytes: 3000, ckpt_whole_bytes_turns: 2500, final: light }),
-    run({ trace: 'light', mode: 'crab', ckpt_bytes: 150, ckpt_bytes_turns: 50, turns: { judged: 10, skipped: 9 }, final: light }),
+    run({ trace: 'light', mode: 'full', ckpt_bytes: 3000, ckpt_bytes_turns: 2500, ckpt_dedup_bytes: 1000, ckpt_dedup_bytes_turns: 900, final: light }),
+    run({ trace: 'light', mode: 'crab', ckpt_bytes: 150, ckpt_bytes_turns: 50, ckpt_dedup_bytes: 150, ckpt_dedup_bytes_turns: 50, turns: { judged: 10, skipped: 9 }, final: light }),
     run({ trace: 'log', final: heavy }),
-    run({ trace: 'log', mode: 'full', ckpt_bytes: 9000, ckpt_bytes_turns: 8000, ckpt_whole_bytes: 97000, ckpt_whole_bytes_turns: 96000, final: heavy }),
-    run({ trace: 'log', mode: 'crab', ckpt_bytes: 8500, ckpt_bytes_turns: 7600, turns: { judged: 10, skipped: 5 }, final: heavy }),
+    run({ trace: 'log', mode: 'full', ckpt_bytes: 97000, ckpt_bytes_turns: 96000, ckpt_dedup_bytes: 9000, ckpt_dedup_bytes_turns: 8000, final: heavy }),
+    run({ trace: 'log', mode: 'crab', ckpt_bytes: 8500, ckpt_bytes_turns: 7600, ckpt_dedup_bytes: 8500, ckpt_dedup_bytes_turns: 7600, turns: { judged: 10, skipped: 5 }, final: heavy }),
   ];
   const classes = traceClasses(runs);
   assert.deepEqual(classes, { light: { class: 'shell', why: null }, log: { class: 'heavy', why: '64 MiB of files' } });
