@@ -14,6 +14,12 @@
  *   x <path> <name> <value as hex>                   lsetxattr
  *   t <path> <mtime in ns>                           utimensat, atime = mtime
  * Exit 1 on any error, naming the record's path.
+ *
+ * With "serve": both, for many requests, so that a busy host does not fork a process per capture
+ * (a fork of a big Node process blocks its event loop). Each request is "get\0" or "apply\0",
+ * then the paths or records as above, then one empty field ("\0"). Each reply is
+ * "<length of the output in decimal>\n" followed by that output. On an error the helper exits as
+ * above; the caller starts another.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -32,7 +38,10 @@ static void die(const char *what, const char *path) {
 
 static int cmp(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
-static int list_xattrs(void) {
+/* Output of the request under way: stdout, or a buffer while serving (sent with its length). */
+static FILE *out;
+
+static int list_xattrs(int serve) {
   size_t cap = 0;
   char *path = NULL;
   ssize_t n;
@@ -42,6 +51,7 @@ static int list_xattrs(void) {
   static const char hex[] = "0123456789abcdef";
   while ((n = getdelim(&path, &cap, '\0', stdin)) > 0) {
     if (path[n - 1] != '\0') { fprintf(stderr, "crab-xattr: unterminated path\n"); return 1; }
+    if (serve && n == 1) break; /* end of the request */
     ssize_t len;
     for (;;) {
       ssize_t need = llistxattr(path, NULL, 0);
@@ -80,19 +90,23 @@ static int list_xattrs(void) {
           if (vl >= 0) break;
           if (errno != ERANGE) die("lgetxattr", path); /* ERANGE: grew meanwhile, ask again */
         }
-        printf("%lu%c%s%c", idx, 0, list[j], 0);
+        fprintf(out, "%lu%c%s%c", idx, 0, list[j], 0);
         for (ssize_t b = 0; b < vl; b++) {
-          putchar(hex[(unsigned char)val[b] >> 4]);
-          putchar(hex[(unsigned char)val[b] & 15]);
+          putc(hex[(unsigned char)val[b] >> 4], out);
+          putc(hex[(unsigned char)val[b] & 15], out);
         }
-        putchar(0);
+        putc(0, out);
       }
       free(list);
     }
     idx++;
   }
+  free(path);
+  free(names);
+  free(val);
   if (ferror(stdin)) die("read", "stdin");
-  if (fflush(stdout) != 0) die("write", "stdout");
+  if (serve && n <= 0) { fprintf(stderr, "crab-xattr: request not terminated\n"); exit(1); }
+  if (fflush(out) != 0) die("write", "stdout");
   return 0;
 }
 
@@ -113,11 +127,12 @@ static unsigned long long number(const char *s, const char *path) {
 
 static int unhex(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
 
-static int apply(void) {
+static int apply(int serve) {
   char *op = NULL, *path = NULL, *a = NULL, *b = NULL, *c = NULL, *d = NULL;
   size_t opc = 0, pathc = 0, ac = 0, bc = 0, cc = 0, dc = 0;
   ssize_t n;
   while ((n = getdelim(&op, &opc, '\0', stdin)) > 0) {
+    if (serve && n == 1) break; /* end of the request */
     if (n != 2) { fprintf(stderr, "crab-xattr: bad apply record kind\n"); return 1; }
     field(&path, &pathc);
     switch (op[0]) {
@@ -165,12 +180,43 @@ static int apply(void) {
       return 1;
     }
   }
+  free(op);
+  free(path);
+  free(a);
+  free(b);
+  free(c);
+  free(d);
+  if (ferror(stdin)) die("read", "stdin");
+  if (serve && n <= 0) { fprintf(stderr, "crab-xattr: request not terminated\n"); exit(1); }
+  return 0;
+}
+
+/* Requests until stdin ends; each reply is the request's output, preceded by its length. */
+static int serve(void) {
+  char *op = NULL, *reply = NULL;
+  size_t opc = 0, reply_len = 0;
+  ssize_t n;
+  while ((n = getdelim(&op, &opc, '\0', stdin)) > 0) {
+    out = open_memstream(&reply, &reply_len);
+    if (!out) die("open_memstream", "reply");
+    int rc;
+    if (strcmp(op, "get") == 0) rc = list_xattrs(1);
+    else if (strcmp(op, "apply") == 0) rc = apply(1);
+    else { fprintf(stderr, "crab-xattr: unknown request '%s'\n", op); return 2; }
+    if (rc != 0) return rc;
+    if (fclose(out) != 0) die("write", "reply");
+    if (printf("%zu\n", reply_len) < 0 || fwrite(reply, 1, reply_len, stdout) != reply_len || fflush(stdout) != 0) die("write", "stdout");
+    free(reply);
+    reply = NULL;
+  }
   if (ferror(stdin)) die("read", "stdin");
   return 0;
 }
 
 int main(int argc, char **argv) {
-  if (argc == 2 && strcmp(argv[1], "apply") == 0) return apply();
-  if (argc != 1) { fprintf(stderr, "usage: crab-xattr [apply] < records\n"); return 2; }
-  return list_xattrs();
+  out = stdout;
+  if (argc == 2 && strcmp(argv[1], "apply") == 0) return apply(0);
+  if (argc == 2 && strcmp(argv[1], "serve") == 0) return serve();
+  if (argc != 1) { fprintf(stderr, "usage: crab-xattr [apply|serve] < records\n"); return 2; }
+  return list_xattrs(0);
 }

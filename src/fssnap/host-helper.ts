@@ -1,11 +1,13 @@
 /**
  * @module What Node 20 cannot do itself, in batches by one short process: read and write
  * extended attributes (incl. `trusted.overlay.*`), `mknod` (whiteouts are 0:0 character devices,
- * plus fifos and devices), `lchown`, and nanosecond `utimensat` without following symlinks. One
- * process per capture/materialize, not one per file: native/bin/crab-xattr (`make -C native`),
- * or python3 when it is not built (python3 comes with the project's apt set-up).
+ * plus fifos and devices), `lchown`, and nanosecond `utimensat` without following symlinks. In
+ * batches, not a call per file: long-lived `native/bin/crab-xattr serve` processes (`make -C
+ * native`), or one python3 per batch when it is not built (python3 comes with the project's apt
+ * set-up). Long-lived because a busy host's Node process is big, and forking it for every capture
+ * blocked its event loop (~13 ms a fork with 8 sandboxes busy on 2 cores).
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrabError } from '../core/errors.js';
@@ -68,7 +70,7 @@ export async function readXattrs(paths: readonly string[]): Promise<Map<string, 
 
 /** readXattrs through native/bin/crab-xattr (same result as the python helper's 'get'). */
 async function readXattrsNative(paths: readonly string[]): Promise<Map<string, Record<string, string>>> {
-  const out = await runBatch(XATTR_HELPER, [], paths.map((p) => `${p}\0`).join(''), 'xattr helper', "Build it with 'make -C native'.");
+  const out = await nativeRequest('get', paths.map((p) => `${p}\0`).join(''), 'xattr helper');
   const fields = out.toString().split('\0');
   fields.pop(); // after the last terminator
   if (fields.length % 3 !== 0) throw new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'xattr helper printed a truncated record');
@@ -105,7 +107,110 @@ async function applyMetadataNative(req: ApplyRequest): Promise<void> {
     ...req.times.map((t) => ['t', t.path, t.mtimeNs.toString()]),
   ];
   if (records.length === 0) return;
-  await runBatch(XATTR_HELPER, ['apply'], records.map((r) => r.map((f) => `${f}\0`).join('')).join(''), 'metadata helper (apply)', "Build it with 'make -C native'.");
+  await nativeRequest('apply', records.map((r) => r.map((f) => `${f}\0`).join('')).join(''), 'metadata helper (apply)');
+}
+
+const NATIVE_HINT = "Build it with 'make -C native'.";
+const HELPER_ROLE_HINT = 'Needs root (trusted.* xattrs, mknod) and a filesystem with xattr support.';
+
+/**
+ * One long-lived `crab-xattr serve`: requests go one at a time; after one fails (the helper exits
+ * on any error) the next starts a new process. While idle it does not keep Node running.
+ */
+export class XattrServer {
+  private child: ChildProcessWithoutNullStreams | null = null;
+  private stderr: Buffer[] = [];
+  private tail: Promise<unknown> = Promise.resolve();
+  /** Requests queued or under way. */
+  pending = 0;
+
+  constructor(private readonly command = XATTR_HELPER) {}
+
+  /** Sends `body` (NUL-terminated fields, without the request's end) as an `op` request; resolves the reply. */
+  request(op: 'get' | 'apply', body: string, what: string): Promise<Buffer> {
+    this.pending++;
+    const run = this.tail.then(() => this.send(op, body, what)).finally(() => this.pending--);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The process's pid while one runs (for tests). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  private start(): ChildProcessWithoutNullStreams {
+    const child = spawn(this.command, ['serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.stderr = [];
+    child.stderr.on('data', (b: Buffer) => this.stderr.push(b));
+    child.stdin.on('error', () => undefined); // the exit reports a helper that died
+    child.once('close', () => {
+      if (this.child === child) this.child = null;
+    });
+    return child;
+  }
+
+  private send(op: string, body: string, what: string): Promise<Buffer> {
+    const child = (this.child ??= this.start());
+    setRef(child, true);
+    return new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let have = 0;
+      let need = -1;
+      const finish = (err: CrabError | null, reply?: Buffer) => {
+        child.stdout.off('data', onData);
+        child.off('close', onClose);
+        child.off('error', onError);
+        setRef(child, false);
+        if (err) reject(err);
+        else resolve(reply!);
+      };
+      const onData = (b: Buffer) => {
+        chunks.push(b);
+        have += b.length;
+        if (need < 0) {
+          const head = Buffer.concat(chunks);
+          const nl = head.indexOf(10);
+          if (nl < 0) return;
+          need = Number(head.subarray(0, nl).toString());
+          chunks.length = 0;
+          chunks.push(head.subarray(nl + 1));
+          have = head.length - nl - 1;
+        }
+        if (have < need) return;
+        if (have > need || !Number.isSafeInteger(need)) {
+          child.kill('SIGKILL'); // out of step: no later reply could be trusted
+          return finish(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} replied out of step (${have} bytes for ${need})`, NATIVE_HINT));
+        }
+        finish(null, Buffer.concat(chunks, have));
+      };
+      const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
+        const msg = Buffer.concat(this.stderr).toString().trim().split('\n').slice(-3).join(' | ');
+        finish(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} failed: ${msg || `exited (${code ?? signal})`}`, HELPER_ROLE_HINT, { code }));
+      };
+      const onError = (e: Error) => finish(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run ${this.command}: ${e.message}`, NATIVE_HINT, {}, { cause: e }));
+      child.stdout.on('data', onData);
+      child.once('close', onClose);
+      child.once('error', onError);
+      child.stdin.write(`${op}\0${body}\0`);
+    });
+  }
+}
+
+/** Whether the helper and its pipes keep Node's event loop alive (only while a request is under way). */
+function setRef(child: ChildProcessWithoutNullStreams, on: boolean): void {
+  for (const h of [child, child.stdin, child.stdout, child.stderr] as unknown as Array<{ ref?: () => void; unref?: () => void }>) {
+    if (on) h.ref?.();
+    else h.unref?.();
+  }
+}
+
+/** Two helpers: captures and materializes of different sandboxes go on at once, as they did with a process each. */
+const servers = [new XattrServer(), new XattrServer()];
+
+function nativeRequest(op: 'get' | 'apply', body: string, what: string): Promise<Buffer> {
+  const server = servers.reduce((a, b) => (b.pending < a.pending ? b : a));
+  return server.request(op, body, what);
 }
 
 async function runHelper(req: Record<string, unknown>): Promise<unknown> {
@@ -134,7 +239,7 @@ function runBatch(command: string, args: string[], input: string, what: string, 
     child.on('close', (code) => {
       if (code === 0) return resolve(Buffer.concat(out));
       const msg = Buffer.concat(err).toString().trim().split('\n').slice(-3).join(' | ');
-      reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} failed: ${msg}`, 'Needs root (trusted.* xattrs, mknod) and a filesystem with xattr support.', { code }));
+      reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} failed: ${msg}`, HELPER_ROLE_HINT, { code }));
     });
   });
 }
