@@ -144,9 +144,11 @@ export class XattrServer {
     this.stderr = [];
     child.stderr.on('data', (b: Buffer) => this.stderr.push(b));
     child.stdin.on('error', () => undefined); // the exit reports a helper that died
-    child.once('close', () => {
+    const forget = () => {
       if (this.child === child) this.child = null;
-    });
+    };
+    child.once('close', forget);
+    child.once('error', forget); // could not start: the next request tries again
     return child;
   }
 

@@ -28,6 +28,12 @@ describe('crab-xattr serve (the long-lived metadata helper)', rootOnly(), () => 
       assert.equal(again.toString(), `0\0user.crab\0${Buffer.from('v3').toString('hex')}\0`, 'a missing path is skipped');
       assert.notEqual(server.pid, pid, 'a new helper after the failure');
 
+      // a helper that cannot start: a typed error every time, never a hang
+      const absent = new XattrServer(path.join(dir, 'no-such-helper'));
+      for (let i = 0; i < 2; i++) {
+        await assert.rejects(absent.request('get', `${files[0]}\0`, 'get'), (e: unknown) => e instanceof CrabError && e.code === 'FSSNAP_HELPER_UNAVAILABLE');
+      }
+
       // the module's own servers, through the public API
       const all = await readXattrs(files);
       assert.equal(all.size, 8);
