@@ -187,10 +187,9 @@ export class XattrServer {
         finish(null, Buffer.concat(chunks, have));
       };
       const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
-        const msg = Buffer.concat(this.stderr).toString().trim().split('\n').slice(-3).join(' | ');
-        finish(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} failed: ${msg || `exited (${code ?? signal})`}`, HELPER_ROLE_HINT, { code }));
+        finish(helperFailed(what, stderrTail(this.stderr) || `exited (${code ?? signal})`, code));
       };
-      const onError = (e: Error) => finish(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run ${this.command}: ${e.message}`, NATIVE_HINT, {}, { cause: e }));
+      const onError = (e: Error) => finish(helperUnavailable(this.command, e, NATIVE_HINT));
       child.stdout.on('data', onData);
       child.once('close', onClose);
       child.once('error', onError);
@@ -235,13 +234,25 @@ function runBatch(command: string, args: string[], input: string, what: string, 
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => reject(new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run ${command}: ${e.message}`, installHint, {}, { cause: e })));
+    child.on('error', (e) => reject(helperUnavailable(command, e, installHint)));
     child.stdin.on('error', () => undefined); // the exit code reports a helper that died early
     child.stdin.end(input);
     child.on('close', (code) => {
       if (code === 0) return resolve(Buffer.concat(out));
-      const msg = Buffer.concat(err).toString().trim().split('\n').slice(-3).join(' | ');
-      reject(new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} failed: ${msg}`, HELPER_ROLE_HINT, { code }));
+      reject(helperFailed(what, stderrTail(err), code));
     });
   });
+}
+
+/** The last lines a helper printed on stderr, on one line. */
+function stderrTail(stderr: Buffer[]): string {
+  return Buffer.concat(stderr).toString().trim().split('\n').slice(-3).join(' | ');
+}
+
+function helperFailed(what: string, msg: string, code: number | null): CrabError {
+  return new CrabError('FSSNAP_HELPER_FAILED', 'internal', `${what} failed: ${msg}`, HELPER_ROLE_HINT, { code });
+}
+
+function helperUnavailable(command: string, cause: Error, hint: string): CrabError {
+  return new CrabError('FSSNAP_HELPER_UNAVAILABLE', 'unavailable', `cannot run ${command}: ${cause.message}`, hint, {}, { cause });
 }
