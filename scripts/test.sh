@@ -16,3 +16,7 @@ echo "[test] unit tests"
 node --test --test-reporter=spec dist/test/unit/
 echo "[test] integration tests"
 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec dist/test/integration/
+if [ -d dist/test/security ]; then
+  echo "[test] escape suite (attacks from inside a sandbox and from API clients)"
+  node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec dist/test/security/
+fi

@@ -376,7 +376,7 @@ export class Checkpointer {
     // address (an in-sandbox agent's request to the proxy) come back closed, and the agent retries.
     const criuOptions: string[] = [];
     if (!existing && meta.sandbox.link) {
-      rec.link = leaseLink(sandboxes.linkLeaseDir, targetId);
+      rec.link = leaseLink(sandboxes.linkLeaseDir, targetId, sandboxes.linkScope);
       if (rec.link.address !== meta.sandbox.link.address) criuOptions.push('tcp-close');
     }
     // A fork shares the checkpoint's files as a lower layer and writes only its own changes.

@@ -110,7 +110,7 @@ export class CrabHost {
           }),
           isKnownSandbox: (id) => fs.existsSync(sandboxes.dirs(id).record),
           // An agent inside a sandbox created with --link: its source address names the sandbox.
-          sandboxByAddress: (addr) => leaseOwner(sandboxes.linkLeaseDir, addr.replace(/^::ffff:/, '')) ?? undefined,
+          sandboxByAddress: (addr) => leaseOwner(sandboxes.linkLeaseDir, addr.replace(/^::ffff:/, ''), sandboxes.linkScope) ?? undefined,
           logger: log.child({ component: 'proxy' }),
         },
       );

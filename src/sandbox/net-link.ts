@@ -11,7 +11,10 @@
  *
  * The namespace is created by Crab, not runc, so it is external to CRIU: checkpoints leave it
  * alone, a restore re-enters it (same address), and after a host restart `ensureLink` rebuilds it.
- * Addresses are leased with O_EXCL files under $CRAB_HOME/run/links (atomic across processes).
+ * Addresses are leased with O_EXCL files in one host-wide directory (`LINK_LEASE_DIR`, atomic
+ * across processes): addresses and routes belong to the host, so two daemons with different
+ * CRAB_HOMEs must not hand out the same one. Each lease records the CRAB_HOME (its scope) that
+ * owns it, and a daemon sees and collects only its own scope's leases.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -52,13 +55,16 @@ export function netnsPath(link: Pick<SandboxLink, 'netns'>): string {
 
 const ip = (args: string[]) => run('ip', args, { errorCode: 'SANDBOX_LINK_FAILED' });
 
-/** Leases a free address for a sandbox (atomic: an O_EXCL file per address). */
-export function leaseLink(leaseDir: string, sandboxId: string): SandboxLink {
-  fs.mkdirSync(leaseDir, { recursive: true });
+/** Host-wide directory of link address leases (CRAB_LINK_LEASE_DIR overrides it, e.g. for unit tests). */
+export const LINK_LEASE_DIR = process.env.CRAB_LINK_LEASE_DIR ?? '/var/lib/crab-links';
+
+/** Leases a free address for a sandbox of `scope` (its CRAB_HOME; atomic: an O_EXCL file per address). */
+export function leaseLink(leaseDir: string, sandboxId: string, scope = ''): SandboxLink {
+  fs.mkdirSync(leaseDir, { recursive: true, mode: 0o700 });
   for (let i = FIRST_INDEX; i <= LAST_INDEX; i++) {
     const address = linkAddress(i);
     try {
-      fs.writeFileSync(path.join(leaseDir, address), sandboxId, { flag: 'wx' });
+      fs.writeFileSync(path.join(leaseDir, address), `${sandboxId}\n${scope}`, { flag: 'wx', mode: 0o600 });
       return { address, ...linkNames(sandboxId) };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -67,20 +73,25 @@ export function leaseLink(leaseDir: string, sandboxId: string): SandboxLink {
   throw new CrabError('SANDBOX_LINK_EXHAUSTED', 'unavailable', 'no free link address left in 10.213.0.0/16', 'Remove sandboxes created with --link that are no longer needed.');
 }
 
-/** The sandbox holding a link address, from the leases (null when none). */
-export function leaseOwner(leaseDir: string, address: string): string | null {
+/** The sandbox of `scope` holding a link address, from the leases (null when none, or another scope's). */
+export function leaseOwner(leaseDir: string, address: string, scope = ''): string | null {
+  let text: string;
   try {
-    return fs.readFileSync(path.join(leaseDir, address), 'utf8');
-  } catch {
-    return null;
+    text = fs.readFileSync(path.join(leaseDir, address), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
   }
+  const nl = text.indexOf('\n');
+  const [id, owner] = nl < 0 ? [text, ''] : [text.slice(0, nl), text.slice(nl + 1)];
+  return owner === scope ? id : null;
 }
 
-/** All leases: address → sandbox id. */
-export function leases(leaseDir: string): Map<string, string> {
+/** The leases of `scope`: address → sandbox id. */
+export function leases(leaseDir: string, scope = ''): Map<string, string> {
   const out = new Map<string, string>();
   for (const a of fs.existsSync(leaseDir) ? fs.readdirSync(leaseDir) : []) {
-    const owner = leaseOwner(leaseDir, a);
+    const owner = leaseOwner(leaseDir, a, scope);
     if (owner !== null) out.set(a, owner);
   }
   return out;

@@ -20,7 +20,7 @@ import { cgroupsPathOf, processesOf, removeCgroupDirs, thaw, type HostProcess } 
 import { SandboxChannel, type ExecResult } from './channel.js';
 import { SESSION_DIR } from './init-script.js';
 import { buildOciSpec } from './oci-spec.js';
-import { abortGatewayConnections, ensureLink, leaseLink, leases, linkNames, netnsPath, releaseLink } from './net-link.js';
+import { LINK_LEASE_DIR, abortGatewayConnections, ensureLink, leaseLink, leases, linkNames, netnsPath, releaseLink } from './net-link.js';
 import { isMounted, mountOverlay, unmount } from './overlay.js';
 import { Runc } from './runc.js';
 import {
@@ -143,7 +143,7 @@ export class SandboxManager {
       ownerStartTicks: processStartTicks(process.pid) ?? 0,
     };
     try {
-      if (opts.link) rec.link = leaseLink(this.linkLeaseDir, id);
+      if (opts.link) rec.link = leaseLink(this.linkLeaseDir, id, this.linkScope);
       await this.start(rec);
       fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
     } catch (err) {
@@ -153,9 +153,14 @@ export class SandboxManager {
     return this.info(id);
   }
 
-  /** Where link address leases live (one file per leased address, holding the sandbox id). */
+  /** Where link address leases live (host-wide: one file per leased address, holding the sandbox id and its scope). */
   get linkLeaseDir(): string {
-    return path.join(this.paths.run, 'links');
+    return LINK_LEASE_DIR;
+  }
+
+  /** The scope of this runtime's leases: its CRAB_HOME. */
+  get linkScope(): string {
+    return path.resolve(this.paths.home);
   }
 
   /** Mounts the rootfs, writes the bundle and starts init; brings `lo` up. */
@@ -331,7 +336,7 @@ export class SandboxManager {
     await span('sb.killContainer', () => this.killContainer(id));
     await span('sb.unmount', () => unmount(d.rootfs));
     // The link after the processes: a namespace is only gone once nothing lives in it.
-    for (const [address, owner] of leases(this.linkLeaseDir)) {
+    for (const [address, owner] of leases(this.linkLeaseDir, this.linkScope)) {
       if (owner === id) await releaseLink(this.linkLeaseDir, { address, ...linkNames(id) });
     }
     const leftCgroups = removeCgroupDirs(id);
@@ -392,7 +397,7 @@ export class SandboxManager {
       if (left.length === 0) rep.removedCgroups.push(id);
       else rep.problems.push(`cgroup ${id} still has processes`);
     }
-    for (const [address, owner] of leases(this.linkLeaseDir)) {
+    for (const [address, owner] of leases(this.linkLeaseDir, this.linkScope)) {
       if (fs.existsSync(this.dirs(owner).root)) continue;
       await releaseLink(this.linkLeaseDir, { address, ...linkNames(owner) }).then(
         () => rep.removedLinks.push(address),

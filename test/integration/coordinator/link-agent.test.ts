@@ -80,7 +80,7 @@ describe('an in-sandbox agent over the proxy link', rootOnly(), () => {
     const id = `${prefix}-a`;
     const sb = await host.service.createSandbox({ name: id, packages: ['python3'], link: true });
     assert.ok(sb.link, 'the sandbox has a link');
-    assert.equal(leases(host.service.sandboxes.linkLeaseDir).get(sb.link.address), id);
+    assert.equal(leases(host.service.sandboxes.linkLeaseDir, host.service.sandboxes.linkScope).get(sb.link.address), id);
     host.setMode(id, 'crab');
     const port = host.controller.agentEndpoint!.port;
     await exec(id, `mkdir -p /work && cat > /work/agent.py <<'EOF'\n${AGENT}\nEOF`);
@@ -130,7 +130,7 @@ describe('an in-sandbox agent over the proxy link', rootOnly(), () => {
     // Removing the sandboxes releases their links.
     await host.service.removeSandbox(forkId);
     await host.service.removeSandbox(id);
-    assert.ok(![...leases(host.service.sandboxes.linkLeaseDir).values()].some((o) => o === id || o === forkId), 'leases released');
+    assert.ok(![...leases(host.service.sandboxes.linkLeaseDir, host.service.sandboxes.linkScope).values()].some((o) => o === id || o === forkId), 'leases released');
     assert.ok(!fs.existsSync(`/run/netns/${linkNames(id).netns}`), 'namespace removed');
     assert.ok(!fs.existsSync(`/sys/class/net/${linkNames(id).hostIf}`), 'veth removed');
   });

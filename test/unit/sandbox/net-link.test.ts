@@ -31,6 +31,12 @@ test('leaseLink: one address per sandbox, never twice; owners readable', () => {
     assert.deepEqual([...leases(dir)].sort(), [['10.213.0.2', 'a'], ['10.213.0.3', 'b']]);
     fs.rmSync(path.join(dir, a.address));
     assert.equal(leaseLink(dir, 'c').address, '10.213.0.2', 'a released address is reused');
+    // another CRAB_HOME on the same host: never the same address, and it sees only its own leases
+    const d = leaseLink(dir, 'd', '/var/lib/other');
+    assert.equal(d.address, '10.213.0.4');
+    assert.equal(leaseOwner(dir, d.address), null);
+    assert.equal(leaseOwner(dir, d.address, '/var/lib/other'), 'd');
+    assert.deepEqual([...leases(dir, '/var/lib/other')], [['10.213.0.4', 'd']]);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
