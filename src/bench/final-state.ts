@@ -5,12 +5,12 @@
  */
 import { span } from '../core/prof.js';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import { processesOf } from '../sandbox/cgroup.js';
-import { hashFile } from '../fssnap/tree-hash.js';
+import { hashFileBeneath } from '../fssnap/tree-hash.js';
+import { Beneath } from '../hostfs/beneath.js';
 
 /** Paths whose content depends on when a command ran, not on what it did. */
 const VOLATILE = [/^run\/crab(\/|$)/, /(^|\/)__pycache__(\/|$)/, /^var\/log(\/|$)/, /^var\/cache\/ldconfig(\/|$)/, /^root\/\.(cache|python_history|bash_history)(\/|$)/];
@@ -32,38 +32,47 @@ export interface FinalState {
  */
 export async function upperEntries(upper: string, lowerDirs: readonly string[] = [], pidNames: ReadonlyMap<string, string> = new Map()): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  const sameAsLower = async (r: string, mode: number) => {
-    for (const l of lowerDirs) {
-      const st = await fsp.lstat(path.join(l, r)).catch(() => null); // null: not in this lower
-      if (st?.isDirectory() && (st.mode & 0o7777) === mode) return true;
-    }
-    return false;
-  };
-  // Asynchronous throughout: the bench process runs the engine and the proxy of the other runs
-  // meanwhile, and a synchronous read of a 64 MiB log or 5000 files would stall their gates.
-  const walk = async (rel: string) => {
-    const names = (await fsp.readdir(path.join(upper, rel))).sort();
-    for (const n of names) {
-      const r = rel ? `${rel}/${n}` : n;
-      if (VOLATILE.some((re) => re.test(r))) continue;
-      const p = path.join(upper, r);
-      const st = await fsp.lstat(p);
-      if (st.isDirectory()) {
-        if (!(await sameAsLower(r, st.mode & 0o7777))) out[r] = `d ${st.mode & 0o7777}`;
-        await walk(r);
-      } else if (st.isSymbolicLink()) {
-        out[r] = `l ${await fsp.readlink(p)}`;
-      } else if (st.isFile()) {
-        // A pid file (*.pid) names a process: compared by what it names (a recovery re-starts it under
-        // another pid). Only by name: a counter that happens to equal a live pid is data, not a pid.
-        const named = n.endsWith('.pid') && st.size <= 16 ? pidNames.get((await fsp.readFile(p, 'latin1')).trim()) : undefined;
-        out[r] = named ? `f ${st.mode & 0o7777} pid-of ${named}` : `f ${st.mode & 0o7777} ${st.size} ${(await hashFile(p, st.size)).slice(0, 16)}`;
-      } else {
-        out[r] = `o ${st.mode} ${st.rdev}`; // whiteouts, fifos
+  // The layers are the sandbox's (and an image's): read beneath each, following nothing in them.
+  const lowers = lowerDirs.map((l) => new Beneath(l, `the image layer ${l}`));
+  try {
+    const sameAsLower = async (r: string, mode: number) => {
+      for (const l of lowers) {
+        const st = await l.lstat(r); // null: not in this lower
+        if (st?.isDirectory() && Number(st.mode & 0o7777n) === mode) return true;
       }
-    }
-  };
-  await walk('');
+      return false;
+    };
+    await Beneath.with(upper, async (tree) => {
+      // Asynchronous throughout: the bench process runs the engine and the proxy of the other runs
+      // meanwhile, and a synchronous read of a 64 MiB log or 5000 files would stall their gates.
+      const walk = async (rel: string) => {
+        const names = (await tree.readdir(rel)).sort();
+        for (const n of names) {
+          const r = rel ? `${rel}/${n}` : n;
+          if (VOLATILE.some((re) => re.test(r))) continue;
+          const st = await tree.lstat(r);
+          if (!st) continue; // removed by a live process meanwhile: the second read reports it
+          const mode = Number(st.mode & 0o7777n);
+          if (st.isDirectory()) {
+            if (!(await sameAsLower(r, mode))) out[r] = `d ${mode}`;
+            await walk(r);
+          } else if (st.isSymbolicLink()) {
+            out[r] = `l ${await tree.readlink(r)}`;
+          } else if (st.isFile()) {
+            // A pid file (*.pid) names a process: compared by what it names (a recovery re-starts it under
+            // another pid). Only by name: a counter that happens to equal a live pid is data, not a pid.
+            const named = n.endsWith('.pid') && st.size <= 16n ? pidNames.get(((await tree.readFile(r, 16)) ?? Buffer.alloc(0)).toString('latin1').trim()) : undefined;
+            out[r] = named ? `f ${mode} pid-of ${named}` : `f ${mode} ${st.size} ${((await hashFileBeneath(tree, r, Number(st.size))) ?? 'gone').slice(0, 16)}`;
+          } else {
+            out[r] = `o ${st.mode} ${st.rdev}`; // whiteouts, fifos
+          }
+        }
+      };
+      await walk('');
+    }, `the writable layer ${upper}`);
+  } finally {
+    for (const l of lowers) l.close();
+  }
   return out;
 }
 

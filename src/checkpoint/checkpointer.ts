@@ -234,7 +234,7 @@ export class Checkpointer {
   private async runShellReplays(sandboxId: string, ckId: string, digests: Record<string, string>): Promise<void> {
     const ch = this.sandboxes.channel(sandboxId);
     for (const [session, want] of Object.entries(digests)) {
-      const script = fs.readFileSync(ch.host(ch.replayPath(session)), 'utf8');
+      const script = ch.readReplayScript(session);
       await this.sandboxes.exec(sandboxId, script, { session });
       const got = ch.sessionState(session);
       if (got !== want) throw shellReplayMismatch(ckId, session, want, got);

@@ -7,7 +7,6 @@
  *   pollers that only followed the clock pass (`judgeTimeOnly`), decide the granularity
  *   (`decideGranularity`), and take exactly that checkpoint — or none.
  */
-import fs from 'node:fs';
 import { span } from '../core/prof.js';
 import type { Logger } from '../core/log.js';
 import type { Checkpointer } from '../checkpoint/checkpointer.js';
@@ -194,12 +193,12 @@ export class TurnController {
         let shellReplay: Record<string, string> | undefined;
         if (decision === 'fs' && baseline) {
           const ch = this.deps.sandboxes.channel(sandboxId);
-          const r = replayShells(baseline, shells, shellTexts, (p) => isDirectory(ch.host(p)));
+          const r = replayShells(baseline, shells, shellTexts, (p) => ch.isDirectoryInside(p));
           if ('refused' in r) {
             decision = 'process';
             reasons = [...reasons, `no shell replay: ${r.refused}`];
           } else if (Object.keys(r.scripts).length) {
-            for (const [name, script] of Object.entries(r.scripts)) fs.writeFileSync(ch.host(ch.replayPath(name)), script);
+            for (const [name, script] of Object.entries(r.scripts)) ch.writeReplayScript(name, script);
             shellReplay = Object.fromEntries(Object.keys(r.scripts).map((n) => [n, shells[n]!]));
             if (shellChanged) reasons = [...reasons, 'shell-replay'];
           }
@@ -329,16 +328,6 @@ async function carryOver(old: Baseline, live: readonly HostProcess[]): Promise<B
     nsPids[host] = ns;
   }
   return { ...old, procs, net: null, nsPids };
-}
-
-function isDirectory(p: string): boolean {
-  try {
-    return fs.statSync(p).isDirectory();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return false; // gone, or a file where a directory was
-    throw err;
-  }
 }
 
 /**

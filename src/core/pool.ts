@@ -1,11 +1,12 @@
 /**
  * @module `pool()`: runs an async function over items with a bound on how many run at once.
- * Rejects with the first failure (as `Promise.all` does); from then on no new item is started.
+ * Rejects with the first failure; from then on no new item is started, and it rejects only once
+ * the items already started have finished (so a caller's `finally` never frees what they use).
  */
 export async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
   let next = 0;
   let failed = false;
-  await Promise.all(
+  const workers = await Promise.allSettled(
     Array.from({ length: Math.min(Math.max(1, concurrency), items.length) }, async () => {
       while (!failed && next < items.length) {
         const i = next++;
@@ -18,4 +19,6 @@ export async function pool<T>(items: readonly T[], concurrency: number, fn: (ite
       }
     }),
   );
+  const failure = workers.find((w): w is PromiseRejectedResult => w.status === 'rejected');
+  if (failure) throw failure.reason;
 }

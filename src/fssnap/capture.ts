@@ -1,12 +1,13 @@
 /** @module capture(): an overlay upper directory → a manifest stored in the content store. */
-import fsp from 'node:fs/promises';
-import { invalid } from '../core/errors.js';
+import fs from 'node:fs';
+import { CrabError, invalid } from '../core/errors.js';
 import { pool } from '../core/pool.js';
+import { Beneath } from '../hostfs/beneath.js';
 import type { ContentStore, Digest, PutFileResult } from '../store/content-store.js';
 import { readXattrs } from './host-helper.js';
 import type { Manifest, ManifestEntry } from './manifest.js';
 import { MANIFEST_FORMAT, comparePaths, storeManifest, underPrefix } from './manifest.js';
-import { absPath, assignLinkGroups, entryFromNode, scanOne, scanSubtree, type ScannedNode } from './scan.js';
+import { assignLinkGroups, entryFromNode, scanOne, scanSubtree, type ScannedNode } from './scan.js';
 
 export interface CaptureOptions {
   /** The manifest of the previous capture of the same directory: unchanged files are not re-read. */
@@ -69,8 +70,14 @@ export async function capture(upperDir: string, store: ContentStore, opts: Captu
  * nothing writes to `upperDir` (sandbox frozen); `finish()` may run after the sandbox is thawed.
  */
 export async function snapshot(upperDir: string, store: ContentStore, opts: CaptureOptions & { readBudgetBytes?: number } = {}): Promise<PendingCapture> {
+  // Everything below upperDir is the sandbox's: read beneath it, following nothing it planted.
+  return Beneath.with(upperDir, (tree) => snapshotBeneath(tree, store, opts), `the writable layer ${upperDir}`);
+}
+
+async function snapshotBeneath(tree: Beneath, store: ContentStore, opts: CaptureOptions & { readBudgetBytes?: number }): Promise<PendingCapture> {
+  const upperDir = tree.root;
   const exclude = (opts.excludePrefixes ?? []).map(normRel);
-  const rootNode = await scanOne(upperDir, '');
+  const rootNode = await scanOne(tree, '');
   if (!rootNode || rootNode.type !== 'dir') throw invalid('FSSNAP_NOT_A_DIRECTORY', `${upperDir} is not a directory`, 'Pass the overlay upper directory of the sandbox.');
   const prev = opts.previous;
   // Inode/ctime identity is only meaningful for the very directory the previous manifest came from.
@@ -82,12 +89,12 @@ export async function snapshot(upperDir: string, store: ContentStore, opts: Capt
   let mode: CaptureResult['mode'] = 'full';
   if (sameSource && opts.hintPaths) {
     mode = 'hinted';
-    const { rescan, drop } = await hintedScan(upperDir, opts.hintPaths.map(normRel), exclude);
+    const { rescan, drop } = await hintedScan(tree, opts.hintPaths.map(normRel), exclude);
     nodes = rescan;
     const rescanned = new Set(rescan.map((n) => n.path));
     kept = prev!.entries.filter((e) => !rescanned.has(e.path) && !drop.some((d) => underPrefix(e.path, d)) && !exclude.some((p) => underPrefix(e.path, p)));
   } else {
-    nodes = await scanSubtree(upperDir, '', exclude);
+    nodes = await scanSubtree(tree, '', exclude);
   }
 
   // Metadata: reuse xattrs/contents when the inode is the same and its ctime did not move
@@ -112,9 +119,9 @@ export async function snapshot(upperDir: string, store: ContentStore, opts: Capt
     }
     entries.push(e);
   }
-  const xattrs = await readXattrs(needXattrs.map((e) => absPath(upperDir, e.path)));
+  const xattrs = await readXattrs(upperDir, needXattrs.map((e) => e.path));
   for (const e of needXattrs) {
-    const x = xattrs.get(absPath(upperDir, e.path));
+    const x = xattrs.get(e.path);
     if (x) e.xattrs = x;
   }
 
@@ -146,11 +153,19 @@ export async function snapshot(upperDir: string, store: ContentStore, opts: Capt
     } else fromDisk.push(e);
   }
   const contents: Buffer[] = [];
-  await pool(inMemory, READS_IN_FLIGHT, async (e, i) => void (contents[i] = await fsp.readFile(absPath(upperDir, e.path))));
-  const direct = await store.putFiles(
-    fromDisk.map((e) => absPath(upperDir, e.path)),
-    { chunking: 'whole' },
-  );
+  await pool(inMemory, READS_IN_FLIGHT, async (e, i) => void (contents[i] = await readScanned(tree, e.path)));
+  // The store opens by path: it gets each file's own descriptor (opened beneath the root, not
+  // following a link), reopened through /proc/self/fd.
+  const fds = fromDisk.map((e) => openScanned(tree, e.path));
+  let direct: Awaited<ReturnType<ContentStore['putFiles']>>;
+  try {
+    direct = await store.putFiles(
+      fds.map((fd) => `/proc/self/fd/${fd}`),
+      { chunking: 'whole' },
+    );
+  } finally {
+    for (const fd of fds) fs.closeSync(fd);
+  }
   setRecipes(fromDisk, direct.results);
   newBytes += direct.newBytes;
   const filesRead = todo.length;
@@ -208,7 +223,7 @@ async function finishManifest(
  * directory now) and its ancestors. `drop` lists hinted paths whose old subtree must go
  * (deleted, or replaced, e.g. a renamed-away directory).
  */
-async function hintedScan(root: string, hints: string[], exclude: string[]): Promise<{ rescan: ScannedNode[]; drop: string[] }> {
+async function hintedScan(tree: Beneath, hints: string[], exclude: string[]): Promise<{ rescan: ScannedNode[]; drop: string[] }> {
   const out = new Map<string, ScannedNode>();
   const drop: string[] = [];
   const ancestors = new Set<string>(['']);
@@ -217,16 +232,33 @@ async function hintedScan(root: string, hints: string[], exclude: string[]): Pro
     const parts = h === '' ? [] : h.split('/');
     for (let i = 0; i < parts.length; i++) ancestors.add(parts.slice(0, i).join('/'));
     drop.push(h);
-    for (const n of await scanSubtree(root, h, exclude)) out.set(n.path, n);
+    for (const n of await scanSubtree(tree, h, exclude)) out.set(n.path, n);
   }
   for (const a of ancestors) {
     if (out.has(a)) continue;
-    const n = await scanOne(root, a);
+    const n = await scanOne(tree, a);
     // a vanished ancestor takes its previous subtree with it
     if (n) out.set(a, n);
     else drop.push(a);
   }
   return { rescan: [...out.values()], drop };
+}
+
+/** A file the scan found, read while the sandbox is frozen: it must still be that regular file. */
+async function readScanned(tree: Beneath, rel: string): Promise<Buffer> {
+  const data = await tree.readFile(rel);
+  if (!data) throw vanished(tree, rel);
+  return data;
+}
+
+function openScanned(tree: Beneath, rel: string): number {
+  const fd = tree.openFileSync(rel);
+  if (fd === null) throw vanished(tree, rel);
+  return fd;
+}
+
+function vanished(tree: Beneath, rel: string): CrabError {
+  return new CrabError('FSSNAP_CHANGED_DURING_CAPTURE', 'internal', `${tree.what}: ${rel} vanished between the scan and the read`, 'Something wrote to the layer while it was captured (it should be frozen); take the checkpoint again.');
 }
 
 function normRel(p: string): string {

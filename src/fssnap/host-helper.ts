@@ -1,50 +1,26 @@
 /**
- * @module What Node 20 cannot do itself, in batches by one short process: read and write
- * extended attributes (incl. `trusted.overlay.*`), `mknod` (whiteouts are 0:0 character devices,
- * plus fifos and devices), `lchown`, and nanosecond `utimensat` without following symlinks. In
- * batches, not a call per file: long-lived `native/bin/crab-xattr serve` processes (`make -C
- * native`), or one python3 per batch when it is not built (python3 comes with the project's apt
- * set-up). Long-lived because a busy host's Node process is big, and forking it for every capture
- * blocked its event loop (~13 ms a fork with 8 sandboxes busy on 2 cores).
+ * @module What Node 20 cannot do itself, in batches, through long-lived `native/bin/crab-xattr
+ * serve` processes (`make -C native`; crab setup builds it): read and write extended attributes
+ * (incl. `trusted.overlay.*`), `mknod` (whiteouts are 0:0 character devices, plus fifos and
+ * devices), `lchown`, and nanosecond `utimensat` without following symlinks. Long-lived because a
+ * busy host's Node process is big, and forking it for every capture blocked its event loop
+ * (~13 ms a fork with 8 sandboxes busy on 2 cores).
+ *
+ * Every request names the root of the tree it works in (a sandbox's upper, or a staging upper)
+ * and paths relative to it: the helper resolves them beneath the root with openat2 and follows
+ * no symlink, so one the sandbox planted cannot point it at a host file.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { CrabError } from '../core/errors.js';
 import { REPO_ROOT } from '../core/paths.js';
+import { relParts } from '../hostfs/beneath.js';
 
 /** The native reader of xattrs (`make -C native`): no interpreter start-up per capture. */
 export const XATTR_HELPER = path.join(REPO_ROOT, 'native', 'bin', 'crab-xattr');
 
-const SCRIPT = String.raw`
-import json, os, stat, sys
-req = json.load(sys.stdin)
-out = {}
-if req['op'] == 'get':
-    for p in req['paths']:
-        try:
-            names = os.listxattr(p, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if names:
-            out[p] = {n: os.getxattr(p, n, follow_symlinks=False).hex() for n in sorted(names)}
-else:
-    kinds = {'whiteout': stat.S_IFCHR, 'chr': stat.S_IFCHR, 'blk': stat.S_IFBLK, 'fifo': stat.S_IFIFO}
-    for p, kind, rdev in req['nodes']:
-        os.mknod(p, kinds[kind] | 0o600, rdev)
-    for p, uid, gid, mode, is_link in req['owners']:
-        os.chown(p, uid, gid, follow_symlinks=False)
-        if not is_link:
-            os.chmod(p, mode)
-    for p, xs in req['xattrs']:
-        for n, v in xs.items():
-            os.setxattr(p, n, bytes.fromhex(v), follow_symlinks=False)
-    for p, ns in req['times']:
-        os.utime(p, ns=(ns, ns), follow_symlinks=False)
-json.dump(out, sys.stdout)
-`;
 
-/** A node that only the helper can create. `rdev` is the raw dev_t (0 for whiteouts and fifos). */
+/** A node that only the helper can create. `rdev` is the raw dev_t (0 for whiteouts and fifos). Paths are relative to the request's root. */
 export interface SpecialNode {
   path: string;
   kind: 'whiteout' | 'chr' | 'blk' | 'fifo';
@@ -60,23 +36,21 @@ export interface ApplyRequest {
   times: Array<{ path: string; mtimeNs: bigint }>;
 }
 
-/** Extended attributes (name → hex value) of each absolute path that has any. */
-export async function readXattrs(paths: readonly string[]): Promise<Map<string, Record<string, string>>> {
-  if (paths.length === 0) return new Map();
-  if (fs.existsSync(XATTR_HELPER) && !paths.some((p) => p.includes('\0'))) return readXattrsNative(paths);
-  const out = (await runHelper({ op: 'get', paths })) as Record<string, Record<string, string>>;
-  return new Map(Object.entries(out));
-}
-
-/** readXattrs through native/bin/crab-xattr (same result as the python helper's 'get'). */
-async function readXattrsNative(paths: readonly string[]): Promise<Map<string, Record<string, string>>> {
-  const out = await nativeRequest('get', paths.map((p) => `${p}\0`).join(''), 'xattr helper');
+/**
+ * Extended attributes (name → hex value) of each path (relative to `root`, '' for the root
+ * itself) that has any. A path that is not in the tree (missing, or below something that is not
+ * a real directory) has none.
+ */
+export async function readXattrs(root: string, rels: readonly string[]): Promise<Map<string, Record<string, string>>> {
+  if (rels.length === 0) return new Map();
+  const body = rels.map((r) => `${helperPath(r)}\0`).join('');
+  const out = await nativeRequest('get', root, body, 'xattr helper');
   const fields = out.toString().split('\0');
   fields.pop(); // after the last terminator
   if (fields.length % 3 !== 0) throw new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'xattr helper printed a truncated record');
   const res = new Map<string, Record<string, string>>();
   for (let i = 0; i < fields.length; i += 3) {
-    const p = paths[Number(fields[i])]!;
+    const p = rels[Number(fields[i])]!;
     const xs = res.get(p) ?? {};
     xs[fields[i + 1]!] = fields[i + 2]!;
     res.set(p, xs);
@@ -84,30 +58,22 @@ async function readXattrsNative(paths: readonly string[]): Promise<Map<string, R
   return res;
 }
 
-/** Creates special nodes, then sets owners/modes, xattrs and times, in that order. */
-export async function applyMetadata(req: ApplyRequest): Promise<void> {
-  // CRAB_FSSNAP_HELPER=python: the fallback, for machines without the native build (and its test).
-  if (fs.existsSync(XATTR_HELPER) && process.env.CRAB_FSSNAP_HELPER !== 'python') return applyMetadataNative(req);
-  await runHelper({
-    op: 'apply',
-    nodes: req.nodes.map((n) => [n.path, n.kind, n.rdev]),
-    owners: req.owners.map((o) => [o.path, o.uid, o.gid, o.mode, o.isSymlink]),
-    xattrs: req.xattrs.map((x) => [x.path, x.xattrs]),
-    // bigint ns as a JSON number literal: python parses it as an exact int
-    times: req.times.map((t) => `[${JSON.stringify(t.path)},${t.mtimeNs.toString()}]`),
-  });
-}
-
-/** applyMetadata through `crab-xattr apply`: no interpreter start-up per materialize (~60 ms). */
-async function applyMetadataNative(req: ApplyRequest): Promise<void> {
+/** Creates special nodes, then sets owners/modes, xattrs and times, in that order, in the tree at `root`. */
+export async function applyMetadata(root: string, req: ApplyRequest): Promise<void> {
   const records: string[][] = [
-    ...req.nodes.map((n) => ['n', n.path, n.kind, String(n.rdev)]),
-    ...req.owners.map((o) => ['o', o.path, String(o.uid), String(o.gid), String(o.mode), o.isSymlink ? '1' : '0']),
-    ...req.xattrs.flatMap((x) => Object.entries(x.xattrs).map(([name, hex]) => ['x', x.path, name, hex])),
-    ...req.times.map((t) => ['t', t.path, t.mtimeNs.toString()]),
+    ...req.nodes.map((n) => ['n', helperPath(n.path), n.kind, String(n.rdev)]),
+    ...req.owners.map((o) => ['o', helperPath(o.path), String(o.uid), String(o.gid), String(o.mode), o.isSymlink ? '1' : '0']),
+    ...req.xattrs.flatMap((x) => Object.entries(x.xattrs).map(([name, hex]) => ['x', helperPath(x.path), name, hex])),
+    ...req.times.map((t) => ['t', helperPath(t.path), t.mtimeNs.toString()]),
   ];
   if (records.length === 0) return;
-  await nativeRequest('apply', records.map((r) => r.map((f) => `${f}\0`).join('')).join(''), 'metadata helper (apply)');
+  await nativeRequest('apply', root, records.map((r) => r.map((f) => `${f}\0`).join('')).join(''), 'metadata helper (apply)');
+}
+
+/** A relative path as the helper takes it: '.' for the root; no NUL, no '..', not absolute. */
+function helperPath(rel: string): string {
+  const parts = relParts(rel);
+  return parts.length === 0 ? '.' : parts.join('/');
 }
 
 const NATIVE_HINT = "Build it with 'make -C native'.";
@@ -126,10 +92,11 @@ export class XattrServer {
 
   constructor(private readonly command = XATTR_HELPER) {}
 
-  /** Sends `body` (NUL-terminated fields, without the request's end) as an `op` request; resolves the reply. */
-  request(op: 'get' | 'apply', body: string, what: string): Promise<Buffer> {
+  /** Sends `body` (NUL-terminated fields, without the request's end) as an `op` request in the tree at `root`; resolves the reply. */
+  request(op: 'get' | 'apply', root: string, body: string, what: string): Promise<Buffer> {
+    if (!path.isAbsolute(root) || root.includes('\0')) throw new CrabError('FSSNAP_BAD_ROOT', 'internal', `metadata helper root '${root}' is not an absolute path`);
     this.pending++;
-    const run = this.tail.then(() => this.send(op, body, what)).finally(() => this.pending--);
+    const run = this.tail.then(() => this.send(op, `${root}\0${body}`, what)).finally(() => this.pending--);
     this.tail = run.catch(() => undefined);
     return run;
   }
@@ -209,39 +176,9 @@ function setRef(child: ChildProcessWithoutNullStreams, on: boolean): void {
 /** Two helpers: captures and materializes of different sandboxes go on at once, as they did with a process each. */
 const servers = [new XattrServer(), new XattrServer()];
 
-function nativeRequest(op: 'get' | 'apply', body: string, what: string): Promise<Buffer> {
+function nativeRequest(op: 'get' | 'apply', root: string, body: string, what: string): Promise<Buffer> {
   const server = servers.reduce((a, b) => (b.pending < a.pending ? b : a));
-  return server.request(op, body, what);
-}
-
-async function runHelper(req: Record<string, unknown>): Promise<unknown> {
-  // times are pre-rendered JSON fragments (exact big integers); splice them in raw
-  const times = req.times as string[] | undefined;
-  const body = times ? JSON.stringify({ ...req, times: '__TIMES__' }).replace('"__TIMES__"', `[${times.join(',')}]`) : JSON.stringify(req);
-  const out = await runBatch('python3', ['-c', SCRIPT], body, `metadata helper (${String(req.op)})`, 'Install python3 (crab setup does).');
-  try {
-    return JSON.parse(out.toString() || '{}');
-  } catch (e) {
-    throw new CrabError('FSSNAP_HELPER_FAILED', 'internal', 'metadata helper printed invalid JSON', undefined, {}, { cause: e });
-  }
-}
-
-/** Runs one helper process with `input` on stdin; resolves its stdout, or rejects with a typed error naming `what`. */
-function runBatch(command: string, args: string[], input: string, what: string, installHint: string): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => reject(helperUnavailable(command, e, installHint)));
-    child.stdin.on('error', () => undefined); // the exit code reports a helper that died early
-    child.stdin.end(input);
-    child.on('close', (code) => {
-      if (code === 0) return resolve(Buffer.concat(out));
-      reject(helperFailed(what, stderrTail(err), code));
-    });
-  });
+  return server.request(op, root, body, what);
 }
 
 /** The last lines a helper printed on stderr, on one line. */

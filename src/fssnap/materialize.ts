@@ -7,7 +7,8 @@ import type { ContentStore } from '../store/content-store.js';
 import { applyMetadata, readXattrs, type ApplyRequest, type SpecialNode } from './host-helper.js';
 import type { Manifest, ManifestEntry } from './manifest.js';
 import { MANIFEST_FORMAT, comparePaths } from './manifest.js';
-import { hashFile } from './tree-hash.js';
+import { hashFileBeneath } from './tree-hash.js';
+import { Beneath } from '../hostfs/beneath.js';
 
 export interface MaterializeOptions {
   /** Files written at once (default 8). */
@@ -58,9 +59,14 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
     throw new CrabError('FSSNAP_TARGET_NOT_EMPTY', 'precondition', `${targetUpperDir} is not empty`, 'Materialize into a new, empty directory.', { targetUpperDir });
   }
   const entries = [...manifest.entries].sort((a, b) => comparePaths(a.path, b.path));
+  // The target is new and only this process writes it, so plain paths are safe in it as long as
+  // no entry lies below one that is not a directory (a symlink `a` and a file `a/passwd` would
+  // write through the link): checked for the whole manifest before anything is created.
+  checkTreeShape(entries);
   const abs = (e: ManifestEntry): string => (e.path === '' ? targetUpperDir : path.join(targetUpperDir, ...checkRel(e.path)));
 
   const nodes: SpecialNode[] = [];
+  const byPath = new Map(entries.map((e) => [e.path, e]));
   const firstOfGroup = new Map<number, string>();
   const links: Array<[string, string]> = [];
   const files: ManifestEntry[] = [];
@@ -85,52 +91,57 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
         await fsp.symlink(e.target ?? '', p);
         break;
       case 'whiteout':
-        nodes.push({ path: p, kind: 'whiteout', rdev: 0 });
+        nodes.push({ path: e.path, kind: 'whiteout', rdev: 0 });
         break;
       case 'fifo':
-        nodes.push({ path: p, kind: 'fifo', rdev: 0 });
+        nodes.push({ path: e.path, kind: 'fifo', rdev: 0 });
         break;
       case 'other':
-        if (e.otherKind === 'chr' || e.otherKind === 'blk') nodes.push({ path: p, kind: e.otherKind, rdev: e.rdev ?? 0 });
+        if (e.otherKind === 'chr' || e.otherKind === 'blk') nodes.push({ path: e.path, kind: e.otherKind, rdev: e.rdev ?? 0 });
         break;
     }
   }
 
   let bytesWritten = 0;
   let filesLinked = 0;
-  const linkFrom = opts.reuse ? await reusableFiles(manifest, files, opts.reuse, opts.trustInodes ?? true, opts.concurrency ?? 8) : new Map<ManifestEntry, string>();
-  await pool(files, opts.concurrency ?? 8, async (e) => {
-    if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
-    const src = linkFrom.get(e);
-    if (src) {
-      await fsp.link(src, abs(e));
-      filesLinked++;
-      return;
-    }
-    // the target is new and empty (checked above); the metadata helper sets the mode below
-    await store.materializeFile(e.recipe, abs(e), { fresh: true });
-    bytesWritten += e.recipe.size;
-  });
+  // The reused upper is the sandbox's: read beneath it, following nothing it planted.
+  const reuse = opts.reuse ? new Beneath(opts.reuse, `the writable layer ${opts.reuse}`) : null;
+  try {
+    const linkFrom = reuse ? await reusableFiles(manifest, files, reuse, opts.trustInodes ?? true, opts.concurrency ?? 8) : new Set<ManifestEntry>();
+    await pool(files, opts.concurrency ?? 8, async (e) => {
+      if (!e.recipe) throw new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `file ${e.path} has no recipe`);
+      if (reuse && linkFrom.has(e)) {
+        // link(2) does not follow the name it links, and the sandbox is frozen: the inode checked
+        await reuse.at(e.path, (src) => fsp.link(src, abs(e)));
+        filesLinked++;
+        return;
+      }
+      // the target is new and empty (checked above); the metadata helper sets the mode below
+      await store.materializeFile(e.recipe, abs(e), { fresh: true });
+      bytesWritten += e.recipe.size;
+    });
+  } finally {
+    reuse?.close();
+  }
 
   // special nodes must exist before hard links to them are made: the helper creates them, so
   // links to special nodes (rare: hard-linked fifos) are made after it, by a second pass below
   const req: ApplyRequest = { nodes, owners: [], xattrs: [], times: [] };
-  const specialLinks = links.filter(([first]) => nodes.some((n) => n.path === first));
+  const specialLinks = links.filter(([first]) => nodes.some((n) => abs(byPath.get(n.path)!) === first));
   for (const [first, p] of links) if (!specialLinks.some(([, q]) => q === p)) await fsp.link(first, p);
 
   const created = entries.filter((e) => !(e.type === 'other' && e.otherKind === 'socket'));
   for (const e of created) {
-    const p = abs(e);
-    req.owners.push({ path: p, uid: e.uid, gid: e.gid, mode: e.mode, isSymlink: e.type === 'symlink' });
-    if (e.xattrs && Object.keys(e.xattrs).length > 0) req.xattrs.push({ path: p, xattrs: e.xattrs });
+    req.owners.push({ path: e.path, uid: e.uid, gid: e.gid, mode: e.mode, isSymlink: e.type === 'symlink' });
+    if (e.xattrs && Object.keys(e.xattrs).length > 0) req.xattrs.push({ path: e.path, xattrs: e.xattrs });
   }
-  for (let i = created.length - 1; i >= 0; i--) req.times.push({ path: abs(created[i]!), mtimeNs: BigInt(created[i]!.mtimeNs) });
+  for (let i = created.length - 1; i >= 0; i--) req.times.push({ path: created[i]!.path, mtimeNs: BigInt(created[i]!.mtimeNs) });
   if (specialLinks.length > 0) {
-    await applyMetadata({ nodes, owners: [], xattrs: [], times: [] });
+    await applyMetadata(targetUpperDir, { nodes: req.nodes, owners: [], xattrs: [], times: [] });
     for (const [first, p] of specialLinks) await fsp.link(first, p);
     req.nodes = [];
   }
-  await applyMetadata(req);
+  await applyMetadata(targetUpperDir, req);
   return { entries: entries.length, bytesWritten, filesLinked };
 }
 
@@ -139,34 +150,30 @@ export async function materialize(manifest: Manifest, store: ContentStore, targe
  * A file matched by its bytes must also have exactly the manifest's xattrs: the metadata pass
  * sets the recorded ones but removes none, so one added since (setfattr, setcap, an ACL) would stay.
  */
-async function reusableFiles(manifest: Manifest, files: readonly ManifestEntry[], reuse: string, trustInodes: boolean, concurrency: number): Promise<Map<ManifestEntry, string>> {
-  const found = new Map<ManifestEntry, { src: string; ino: bigint; byContent: boolean }>();
+async function reusableFiles(manifest: Manifest, files: readonly ManifestEntry[], reuse: Beneath, trustInodes: boolean, concurrency: number): Promise<Set<ManifestEntry>> {
+  const found = new Map<ManifestEntry, { ino: bigint; byContent: boolean }>();
   await pool(files, concurrency, async (e) => {
-    const src = path.join(reuse, ...checkRel(e.path));
-    const st = await fsp.lstat(src, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null; // not there any more
-      throw err;
-    });
+    const st = await reuse.lstat(e.path); // null: not there any more (or below something that is no directory now)
     if (!st?.isFile() || Number(st.size) !== e.size) return;
     // The inode the manifest recorded, untouched since (ctime); else the same bytes (after an
     // earlier rollback its inodes are linked anew, which moves their ctime).
     const untouched = trustInodes && Number(st.dev) === manifest.sourceDev && Number(st.ino) === e.ino && st.ctimeNs.toString() === e.ctimeNs && st.mtimeNs.toString() === e.mtimeNs;
-    if (!untouched && (e.sha256 === undefined || (await hashFile(src, e.size)) !== e.sha256)) return;
-    found.set(e, { src, ino: st.ino, byContent: !untouched });
+    if (!untouched && (e.sha256 === undefined || (await hashFileBeneath(reuse, e.path, e.size)) !== e.sha256)) return;
+    found.set(e, { ino: st.ino, byContent: !untouched });
   });
   const byContent = [...found].filter(([, f]) => f.byContent);
-  const xattrs = await readXattrs(byContent.map(([, f]) => f.src));
-  for (const [e, f] of byContent) if (!sameXattrs(xattrs.get(f.src) ?? {}, e.xattrs ?? {})) found.delete(e);
+  const xattrs = await readXattrs(reuse.root, byContent.map(([e]) => e.path));
+  for (const [e] of byContent) if (!sameXattrs(xattrs.get(e.path) ?? {}, e.xattrs ?? {})) found.delete(e);
   // An inode of `reuse` serves one link group at most (two files made one by `ln` since must not stay one).
   const claimed = new Map<bigint, number | string>();
-  const out = new Map<ManifestEntry, string>();
+  const out = new Set<ManifestEntry>();
   for (const e of files) {
     const f = found.get(e);
     if (!f) continue;
     const group = e.linkGroup ?? e.path;
     if ((claimed.get(f.ino) ?? group) !== group) continue;
     claimed.set(f.ino, group);
-    out.set(e, f.src);
+    out.add(e);
   }
   return out;
 }
@@ -174,6 +181,31 @@ async function reusableFiles(manifest: Manifest, files: readonly ManifestEntry[]
 function sameXattrs(a: Record<string, string>, b: Record<string, string>): boolean {
   const names = Object.keys(a);
   return names.length === Object.keys(b).length && names.every((n) => b[n] === a[n]);
+}
+
+/**
+ * Refuses a manifest that could not come from a real directory tree: a path twice, or an entry
+ * whose parent is not a directory of the manifest (the root '' is one).
+ */
+export function checkTreeShape(entries: readonly ManifestEntry[]): void {
+  const types = new Map<string, ManifestEntry['type']>();
+  for (const e of entries) {
+    if (e.path !== '') checkRel(e.path);
+    if (types.has(e.path)) throw badManifest(`path '${e.path}' appears twice in the manifest`);
+    types.set(e.path, e.type);
+  }
+  if (types.has('') && types.get('') !== 'dir') throw badManifest('the manifest\'s root is not a directory');
+  for (const e of entries) {
+    if (e.path === '') continue;
+    const slash = e.path.lastIndexOf('/');
+    const parent = slash < 0 ? '' : e.path.slice(0, slash);
+    const t = parent === '' ? 'dir' : types.get(parent);
+    if (t !== 'dir') throw badManifest(`'${e.path}' lies below '${parent}', which is ${t ? `a ${t}` : 'not in the manifest'}`);
+  }
+}
+
+function badManifest(msg: string): CrabError {
+  return new CrabError('FSSNAP_BAD_MANIFEST', 'invalid', `unsafe manifest: ${msg}`, 'The manifest was tampered with or is corrupt; restore another checkpoint.');
 }
 
 function checkRel(rel: string): string[] {

@@ -1,41 +1,31 @@
-/** @module Walking a directory tree with lstat (bigint: ns times, exact inode numbers). */
+/**
+ * @module Walking a directory tree a sandbox writes with lstat (bigint: ns times, exact inode
+ * numbers), beneath its root: nothing the sandbox planted is followed (`hostfs/beneath.ts`).
+ */
 import type { BigIntStats } from 'node:fs';
-import fsp from 'node:fs/promises';
-import path from 'node:path';
+import type { Beneath } from '../hostfs/beneath.js';
 import type { EntryType, ManifestEntry } from './manifest.js';
 import { comparePaths, underPrefix } from './manifest.js';
 
 export interface ScannedNode {
   /** Relative path ('' = root). */
   path: string;
-  abs: string;
   st: BigIntStats;
   type: EntryType;
   target?: string;
   otherKind?: 'chr' | 'blk' | 'socket';
 }
 
-export function absPath(root: string, rel: string): string {
-  return rel === '' ? root : path.join(root, rel);
-}
-
-/** lstat + classify one path; null when it does not exist. */
-export async function scanOne(root: string, rel: string): Promise<ScannedNode | null> {
-  const abs = absPath(root, rel);
-  let st: BigIntStats;
-  try {
-    st = await fsp.lstat(abs, { bigint: true });
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    throw err;
-  }
-  const node: ScannedNode = { path: rel, abs, st, type: 'other' };
+/** lstat + classify one path; null when it is not in the tree (missing, or below a non-directory). */
+export async function scanOne(tree: Beneath, rel: string): Promise<ScannedNode | null> {
+  const st = await tree.lstat(rel);
+  if (!st) return null;
+  const node: ScannedNode = { path: rel, st, type: 'other' };
   if (st.isFile()) node.type = 'file';
   else if (st.isDirectory()) node.type = 'dir';
   else if (st.isSymbolicLink()) {
     node.type = 'symlink';
-    node.target = await fsp.readlink(abs);
+    node.target = await tree.readlink(rel);
   } else if (st.isCharacterDevice() && st.rdev === 0n) node.type = 'whiteout';
   else if (st.isFIFO()) node.type = 'fifo';
   else node.otherKind = st.isCharacterDevice() ? 'chr' : st.isBlockDevice() ? 'blk' : 'socket';
@@ -46,15 +36,15 @@ export async function scanOne(root: string, rel: string): Promise<ScannedNode | 
  * `rel` and everything below it, parents first, skipping paths under `exclude` prefixes.
  * Missing `rel` gives an empty list.
  */
-export async function scanSubtree(root: string, rel: string, exclude: readonly string[] = []): Promise<ScannedNode[]> {
+export async function scanSubtree(tree: Beneath, rel: string, exclude: readonly string[] = []): Promise<ScannedNode[]> {
   const out: ScannedNode[] = [];
   const walk = async (r: string): Promise<void> => {
     if (exclude.some((p) => underPrefix(r, p))) return;
-    const node = await scanOne(root, r);
+    const node = await scanOne(tree, r);
     if (!node) return;
     out.push(node);
     if (node.type !== 'dir') return;
-    const names = await fsp.readdir(node.abs);
+    const names = await tree.readdir(r);
     names.sort(comparePaths);
     for (const name of names) await walk(r === '' ? name : `${r}/${name}`);
   };

@@ -4,8 +4,7 @@
  * inode numbers are left out). Equal hashes mean a restore reproduced the tree.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import fsp from 'node:fs/promises';
+import { Beneath } from '../hostfs/beneath.js';
 import type { Manifest, ManifestEntry } from './manifest.js';
 import { comparePaths, underPrefix } from './manifest.js';
 import { readXattrs } from './host-helper.js';
@@ -38,21 +37,23 @@ export function treeHash(m: Pick<Manifest, 'entries'>, opts: TreeHashOptions = {
   return h.digest('hex');
 }
 
-/** Tree hash of a live directory (reads every file). Comparable with `treeHash(manifest)`. */
+/** Tree hash of a live directory (reads every file, following nothing below `dir`). Comparable with `treeHash(manifest)`. */
 export async function treeHashOfDir(dir: string, opts: TreeHashOptions = {}): Promise<string> {
   const ex = (opts.excludePrefixes ?? []).map(normalizePrefix);
-  const nodes = await scanSubtree(dir, '', ex);
-  const xattrs = await readXattrs(nodes.map((n) => n.abs));
-  const entries: ManifestEntry[] = [];
-  for (const n of nodes) {
-    const e = entryFromNode(n);
-    const x = xattrs.get(n.abs);
-    if (x) e.xattrs = x;
-    if (e.type === 'file') e.sha256 = await hashFile(n.abs);
-    entries.push(e);
-  }
-  assignLinkGroups(entries);
-  return treeHash({ entries }, opts);
+  return Beneath.with(dir, async (tree) => {
+    const nodes = await scanSubtree(tree, '', ex);
+    const xattrs = await readXattrs(dir, nodes.map((n) => n.path));
+    const entries: ManifestEntry[] = [];
+    for (const n of nodes) {
+      const e = entryFromNode(n);
+      const x = xattrs.get(n.path);
+      if (x) e.xattrs = x;
+      if (e.type === 'file') e.sha256 = (await hashFileBeneath(tree, n.path)) ?? '?';
+      entries.push(e);
+    }
+    assignLinkGroups(entries);
+    return treeHash({ entries }, opts);
+  });
 }
 
 function line(e: ManifestEntry, link: string, excludeXattrs: readonly string[]): string {
@@ -72,10 +73,19 @@ function normalizePrefix(p: string): string {
   return p.replace(/^\/+/, '').replace(/\/+$/, '');
 }
 
-/** sha256 (hex) of a file's bytes; `size`, when known, lets a small file be read in one go (a stream costs more). */
-export async function hashFile(p: string, size = Number.POSITIVE_INFINITY): Promise<string> {
+/**
+ * sha256 (hex) of regular file `rel` of `tree` (opened without following it); null when it is not
+ * in the tree. `size`, when known, lets a small file be read in one go (a stream costs more).
+ */
+export async function hashFileBeneath(tree: Beneath, rel: string, size = Number.POSITIVE_INFINITY): Promise<string | null> {
+  const fh = await tree.openFile(rel);
+  if (!fh) return null;
   const h = createHash('sha256');
-  if (size <= 1 << 20) return h.update(await fsp.readFile(p)).digest('hex');
-  for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
-  return h.digest('hex');
+  try {
+    if (size <= 1 << 20) return h.update(await fh.readFile()).digest('hex');
+    for await (const chunk of fh.createReadStream({ autoClose: false })) h.update(chunk as Buffer);
+    return h.digest('hex');
+  } finally {
+    await fh.close();
+  }
 }

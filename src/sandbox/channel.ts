@@ -4,12 +4,17 @@
  *
  * A command's text goes to r/<rid>.cmd, its stdout/stderr to r/<rid>.out/.err, and its exit
  * status to r/<rid>.rc (written last, newline-terminated, so a complete rc means the command is done).
+ *
+ * Everything here lives in the sandbox's own filesystem, so anything in it may have been replaced
+ * by the sandbox (a symlink to a host file, a FIFO that never ends, a 100 GiB file): every access
+ * goes through `Beneath`, which follows nothing the sandbox planted; outputs are read only when
+ * they are regular files, and only up to a cap.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CrabError } from '../core/errors.js';
+import { Beneath } from '../hostfs/beneath.js';
 import { CONTROL_FIFO, READY_FILE, REQUEST_DIR, SESSION_DIR } from './init-script.js';
 
 export interface ExecResult {
@@ -28,20 +33,31 @@ export const SESSION_SHELL = 'bash --noprofile --norc -O expand_aliases';
 
 /** Largest stdout/stderr returned per command; the rest is cut (and said so). */
 const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
+/** Largest session state text read (declare -p of big variables); a bigger one is not replayed. */
+const MAX_STATE_BYTES = 16 * 1024 * 1024;
+/** Small control files: pid, rc, state digest. */
+const MAX_SMALL_BYTES = 4096;
 
 export class SandboxChannel {
   /** @param rootfs the host path of the sandbox's merged rootfs */
   constructor(readonly rootfs: string) {}
 
-  host(p: string): string {
-    return path.join(this.rootfs, p);
+  /** Runs `fn` on the sandbox's rootfs, beneath it (`hostfs/beneath.ts`). */
+  private fs<T>(fn: (b: Beneath) => T): T {
+    return Beneath.withSync(this.rootfs, fn, `the sandbox rootfs ${this.rootfs}`);
+  }
+
+  /** The text of small control file `rel` (trimmed), or null when it is missing. */
+  private readSmall(rel: string): string | null {
+    const r = this.fs((b) => b.readFileSync(rel, MAX_SMALL_BYTES));
+    return r ? r.data.toString() : null;
   }
 
   /** Waits until init has created its control FIFO and ready marker. */
   async waitReady(timeoutMs = 5000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
-      if (fs.existsSync(this.host(READY_FILE))) return;
+      if (this.fs((b) => b.lstatSync(READY_FILE))) return;
       if (Date.now() > deadline) {
         throw new CrabError('SANDBOX_INIT_TIMEOUT', 'unavailable', `sandbox init did not become ready within ${timeoutMs} ms`, "Check 'crab sandbox ls' and the runc log under CRAB_HOME/run/logs.");
       }
@@ -53,8 +69,9 @@ export class SandboxChannel {
   private poke(fifoInSandbox: string, line: string): void {
     let fd: number;
     try {
-      fd = fs.openSync(this.host(fifoInSandbox), fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      fd = this.fs((b) => b.openFifoWriterSync(fifoInSandbox));
     } catch (err) {
+      if (err instanceof CrabError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       throw new CrabError(
         code === 'ENXIO' ? 'SANDBOX_NOT_RUNNING' : 'SANDBOX_CHANNEL_FAILED',
@@ -79,7 +96,7 @@ export class SandboxChannel {
   /** Asks init to run a request script (as its own child). */
   spawnScript(script: string): string {
     const rid = this.newRequest();
-    fs.writeFileSync(this.host(`${REQUEST_DIR}/${rid}.sh`), script);
+    this.writeRequest(`${REQUEST_DIR}/${rid}.sh`, script);
     this.poke(CONTROL_FIFO, rid);
     return rid;
   }
@@ -91,10 +108,10 @@ export class SandboxChannel {
     const exports = Object.entries(opts.env ?? {})
       .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
       .join('\n');
-    fs.writeFileSync(this.host(`${r}.cmd`), cmd);
+    this.writeRequest(`${r}.cmd`, cmd);
     const secs = Math.max(1, Math.ceil(opts.timeoutMs / 1000));
-    fs.writeFileSync(
-      this.host(`${r}.sh`),
+    this.writeRequest(
+      `${r}.sh`,
       `cd ${shellQuote(opts.cwd ?? '/')} 2>/dev/null || cd /\n${exports}\n` +
         // TERM at the limit, KILL a second later; timeout(1) then exits 124 (137 would be ambiguous with an OOM kill).
         `timeout -k 1 ${secs} bash --noprofile --norc ${r}.cmd </dev/null >${r}.out 2>${r}.err\n` +
@@ -111,13 +128,13 @@ export class SandboxChannel {
   /** Starts a persistent bash session `name` (cwd, variables, functions and jobs persist across commands). */
   async openSession(name: string): Promise<void> {
     const d = `${SESSION_DIR}/${name}`;
-    fs.mkdirSync(this.host(d), { recursive: true });
+    this.fs((b) => b.mkdirpSync(d));
     this.spawnScript(
       `d=${d}\nrm -f $d/in; mkfifo -m 600 $d/in\ncd /\necho $$ > $d/pid\n` +
         `exec ${SESSION_SHELL} 0<>$d/in >/dev/null 2>&1\n`,
     );
     const deadline = Date.now() + 5000;
-    for (let delay = 1; !fs.existsSync(this.host(`${d}/pid`)) || !hasReader(this.host(`${d}/in`)); delay = Math.min(delay * 2, 20)) {
+    for (let delay = 1; !this.sessionExists(name) || !this.hasReader(`${d}/in`); delay = Math.min(delay * 2, 20)) {
       if (Date.now() > deadline) throw new CrabError('SESSION_START_TIMEOUT', 'unavailable', `session '${name}' did not start within 5 s`);
       await sleep(delay);
     }
@@ -126,12 +143,8 @@ export class SandboxChannel {
 
   /** The session shell's state as text (what its digest is of: `shell-replay.ts` reads it); null before the first command. */
   sessionStateText(name: string): string | null {
-    try {
-      return fs.readFileSync(this.host(`${SESSION_DIR}/${name}/state.raw`), 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
+    const r = this.fs((b) => readUnlessReplaced(b, `${SESSION_DIR}/${name}/state.raw`, MAX_STATE_BYTES));
+    return r && !r.truncated ? r.data.toString() : null; // null: unknown, so never replayed
   }
 
   /** Where a checkpoint keeps the script that brings session `name` to its state (inside the sandbox). */
@@ -139,31 +152,46 @@ export class SandboxChannel {
     return `${SESSION_DIR}/${name}/replay.sh`;
   }
 
-  /** Digest of the session shell's state (cwd, variables, functions, aliases, options, jobs), refreshed after every command; null before the first. */
-  sessionState(name: string): string | null {
-    try {
-      return fs.readFileSync(this.host(`${SESSION_DIR}/${name}/state`), 'utf8').trim() || null;
-    } catch {
-      return null; // no command ran yet
-    }
+  /** Writes session `name`'s replay script (replacing whatever is there, never through a link). */
+  writeReplayScript(name: string, script: string): void {
+    this.fs((b) => b.replaceFileSync(this.replayPath(name), script));
   }
 
-  /** Names of the sessions that exist in the sandbox. */
-  sessions(): string[] {
-    try {
-      return fs.readdirSync(this.host(SESSION_DIR));
-    } catch {
-      return []; // not running, or no session yet
+  /** Session `name`'s replay script, as a checkpoint stored it. */
+  readReplayScript(name: string): string {
+    const r = this.fs((b) => b.readFileSync(this.replayPath(name), MAX_STATE_BYTES));
+    if (!r || r.truncated) {
+      throw new CrabError('SESSION_REPLAY_MISSING', 'internal', `session '${name}' has no readable replay script at ${this.replayPath(name)}`, 'Roll back to a checkpoint taken with a process image of the session.');
     }
+    return r.data.toString();
+  }
+
+  /** Whether `p` (absolute, as the sandbox sees it) is a directory in the sandbox, symlinks resolved inside it. */
+  isDirectoryInside(p: string): boolean {
+    return this.fs((b) => b.statInRootSync(p)?.isDirectory() ?? false);
+  }
+
+  /** Digest of the session shell's state (cwd, variables, functions, aliases, options, jobs), refreshed after every command; null before the first. */
+  sessionState(name: string): string | null {
+    // null: no command ran yet, or the sandbox replaced the file (a state that matches no baseline)
+    return this.fs((b) => readUnlessReplaced(b, `${SESSION_DIR}/${name}/state`, MAX_SMALL_BYTES))?.data.toString().trim() || null;
+  }
+
+  /** Names of the sessions that exist in the sandbox ([] when not running, or no session yet). */
+  sessions(): string[] {
+    return this.fs((b) => b.readdirSync(SESSION_DIR));
   }
 
   sessionExists(name: string): boolean {
-    return fs.existsSync(this.host(`${SESSION_DIR}/${name}/pid`));
+    return this.fs((b) => b.lstatSync(`${SESSION_DIR}/${name}/pid`)) !== null;
   }
 
   /** The session shell's pid inside the sandbox. */
   sessionPid(name: string): number {
-    return Number(fs.readFileSync(this.host(`${SESSION_DIR}/${name}/pid`), 'utf8').trim());
+    const text = this.readSmall(`${SESSION_DIR}/${name}/pid`);
+    const pid = Number(text?.trim());
+    if (!Number.isInteger(pid) || pid <= 1) throw new CrabError('SESSION_BAD_PID', 'precondition', `session '${name}' has no valid pid file (${JSON.stringify(text)})`, 'Open a new session.');
+    return pid;
   }
 
   /**
@@ -173,7 +201,7 @@ export class SandboxChannel {
   async sessionExec(name: string, cmd: string, opts: { timeoutMs: number; onTimeout: () => Promise<void> }): Promise<ExecResult> {
     const rid = this.newRequest();
     const r = `${REQUEST_DIR}/${rid}`;
-    fs.writeFileSync(this.host(`${r}.cmd`), cmd.endsWith('\n') ? cmd : cmd + '\n');
+    this.writeRequest(`${r}.cmd`, cmd.endsWith('\n') ? cmd : cmd + '\n');
     const started = performance.now();
     this.poke(`${SESSION_DIR}/${name}/in`, `source ${r}.cmd </dev/null >${r}.out 2>${r}.err; __crab_rc=$?; __crab_state; echo $__crab_rc >${r}.rc`);
     const exitCode = await this.waitRc(r, opts.timeoutMs);
@@ -188,15 +216,9 @@ export class SandboxChannel {
 
   /** Polls for a complete rc file; returns null on timeout. */
   private async waitRc(r: string, timeoutMs: number): Promise<number | null> {
-    const rcPath = this.host(`${r}.rc`);
     const deadline = performance.now() + timeoutMs;
     for (let delay = 0.5; performance.now() < deadline; delay = Math.min(delay * 1.5, 25)) {
-      let text = '';
-      try {
-        text = fs.readFileSync(rcPath, 'utf8');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
+      const text = this.readSmall(`${r}.rc`) ?? '';
       if (text.endsWith('\n')) return Number(text.trim());
       await sleep(delay);
     }
@@ -206,42 +228,58 @@ export class SandboxChannel {
   private collect(r: string, exitCode: number, started: number, timedOut: boolean, cleanup: boolean): ExecResult {
     const result: ExecResult = {
       exitCode,
-      stdout: readCapped(this.host(`${r}.out`)),
-      stderr: readCapped(this.host(`${r}.err`)),
+      stdout: this.readOutput(`${r}.out`),
+      stderr: this.readOutput(`${r}.err`),
       durationMs: Math.round((performance.now() - started) * 100) / 100,
       timedOut,
     };
-    if (cleanup) for (const ext of ['sh', 'cmd', 'out', 'err', 'rc']) fs.rmSync(this.host(`${r}.${ext}`), { force: true });
+    if (cleanup) this.fs((b) => ['sh', 'cmd', 'out', 'err', 'rc'].forEach((ext) => b.unlinkSync(`${r}.${ext}`)));
     return result;
   }
+
+  /** A request file, created new (a name the sandbox planted first makes the request fail, never redirects it). */
+  private writeRequest(rel: string, text: string): void {
+    try {
+      this.fs((b) => b.writeNewFileSync(rel, text));
+    } catch (err) {
+      if (err instanceof CrabError) throw err;
+      throw new CrabError('SANDBOX_CHANNEL_FAILED', 'precondition', `cannot write ${rel} in the sandbox: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'Something in the sandbox replaced /run/crab; restore the sandbox or create a new one.', {}, { cause: err });
+    }
+  }
+
+  /** A command's stdout or stderr: a regular file read up to MAX_OUTPUT_BYTES ('' when it was never created). */
+  private readOutput(rel: string): string {
+    try {
+      const r = this.fs((b) => b.readFileSync(rel, MAX_OUTPUT_BYTES));
+      if (!r) return ''; // never created: the command was killed before its redirection
+      const text = r.data.toString();
+      return r.truncated ? `${text}\n[crab: output cut at ${MAX_OUTPUT_BYTES} of ${r.size} bytes]\n` : text;
+    } catch (err) {
+      if (err instanceof CrabError && err.code === 'HOSTFS_NOT_A_FILE') return `[crab: ${rel} is not a regular file (the command replaced it); not read]\n`;
+      throw err;
+    }
+  }
+
+  /** True when FIFO `rel` is one some process holds open for reading (a non-blocking write-open succeeds). */
+  private hasReader(rel: string): boolean {
+    try {
+      fs.closeSync(this.fs((b) => b.openFifoWriterSync(rel)));
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENXIO') return false; // not created yet, or the shell has not opened it yet
+      throw err;
+    }
+  }
 }
 
-function readCapped(file: string): string {
-  let fd: number;
+/** A file the sandbox may have replaced by a link, FIFO or device: then it reads as missing. */
+function readUnlessReplaced(b: Beneath, rel: string, maxBytes: number): ReturnType<Beneath['readFileSync']> {
   try {
-    fd = fs.openSync(file, 'r');
-  } catch {
-    return ''; // never created: the command was killed before its redirection
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    const buf = Buffer.alloc(Math.min(size, MAX_OUTPUT_BYTES));
-    const n = fs.readSync(fd, buf, 0, buf.length, 0);
-    const text = buf.subarray(0, n).toString();
-    return size > MAX_OUTPUT_BYTES ? `${text}\n[crab: output cut at ${MAX_OUTPUT_BYTES} of ${size} bytes]\n` : text;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** True when `p` is a FIFO that some process holds open for reading (a non-blocking write-open succeeds). */
-function hasReader(p: string): boolean {
-  try {
-    if (!fs.statSync(p).isFIFO()) return false;
-    fs.closeSync(fs.openSync(p, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
-    return true;
-  } catch {
-    return false; // not created yet, or ENXIO: the shell has not opened it yet
+    return b.readFileSync(rel, maxBytes);
+  } catch (err) {
+    if (err instanceof CrabError && err.code === 'HOSTFS_NOT_A_FILE') return null;
+    throw err;
   }
 }
 

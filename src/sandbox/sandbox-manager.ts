@@ -18,7 +18,6 @@ import { BASE_IMAGE } from '../image/image-store.js';
 import { ensureImage, type Progress } from '../image/image-builder.js';
 import { cgroupsPathOf, processesOf, removeCgroupDirs, thaw, type HostProcess } from './cgroup.js';
 import { SandboxChannel, type ExecResult } from './channel.js';
-import { SESSION_DIR } from './init-script.js';
 import { buildOciSpec } from './oci-spec.js';
 import { LINK_LEASE_DIR, abortGatewayConnections, ensureLink, leaseLink, leases, linkNames, netnsPath, releaseLink } from './net-link.js';
 import { isMounted, mountOverlay, unmount } from './overlay.js';
@@ -217,8 +216,7 @@ export class SandboxManager {
   async info(id: string): Promise<SandboxInfo> {
     const rec = this.record(id);
     const st = await this.status(id);
-    const sdir = path.join(this.dirs(id).rootfs, SESSION_DIR);
-    const sessions = st.status === 'running' && fs.existsSync(sdir) ? fs.readdirSync(sdir) : [];
+    const sessions = st.status === 'running' ? this.channel(id).sessions() : [];
     return { ...rec, ...st, sessions };
   }
 

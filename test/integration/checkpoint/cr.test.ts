@@ -143,7 +143,7 @@ describe('checkpoint / restore / rollback / fork (real runc + CRIU)', rootOnly()
     assert.equal(inoOf('w/kept'), keptIno, 'still the same inode');
     assert.equal((await s('cat /w/f2')).stdout, 'file 2\n');
     // an xattr added since (setfattr, setcap, setfacl) to a file whose bytes are unchanged: not linked, or it would stay
-    await applyMetadata({ nodes: [], owners: [], times: [], xattrs: [{ path: path.join(m.dirs(id).upper, 'w/kept'), xattrs: { 'user.crab_test': '01' } }] });
+    await applyMetadata(m.dirs(id).upper, { nodes: [], owners: [], times: [], xattrs: [{ path: 'w/kept', xattrs: { 'user.crab_test': '01' } }] });
     assert.notEqual(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want);
     await cr.rollback(id, ck.id);
     assert.equal(await treeHashOfDir(m.dirs(id).upper, HASH_OPTS), want, 'the added xattr is gone');
