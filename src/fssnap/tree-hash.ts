@@ -4,6 +4,7 @@
  * inode numbers are left out). Equal hashes mean a restore reproduced the tree.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { Beneath } from '../hostfs/beneath.js';
 import type { Manifest, ManifestEntry } from './manifest.js';
 import { comparePaths, underPrefix } from './manifest.js';
@@ -78,14 +79,13 @@ function normalizePrefix(p: string): string {
  * in the tree. `size`, when known, lets a small file be read in one go (a stream costs more).
  */
 export async function hashFileBeneath(tree: Beneath, rel: string, size = Number.POSITIVE_INFINITY): Promise<string | null> {
-  const fh = await tree.openFile(rel);
-  if (!fh) return null;
   const h = createHash('sha256');
-  try {
-    if (size <= 1 << 20) return h.update(await fh.readFile()).digest('hex');
-    for await (const chunk of fh.createReadStream({ autoClose: false })) h.update(chunk as Buffer);
-    return h.digest('hex');
-  } finally {
-    await fh.close();
+  if (size <= 1 << 20) {
+    const data = await tree.readFile(rel);
+    return data ? h.update(data).digest('hex') : null;
   }
+  const fd = tree.openFileSync(rel);
+  if (fd === null) return null;
+  for await (const chunk of createReadStream('', { fd, autoClose: true })) h.update(chunk as Buffer);
+  return h.digest('hex');
 }

@@ -265,22 +265,6 @@ export class Beneath {
     return this.openCheckedSync(rel, fs.constants.O_RDONLY, 'file');
   }
 
-  async openFile(rel: string): Promise<fsp.FileHandle | null> {
-    let pathFh: fsp.FileHandle;
-    try {
-      pathFh = await this.at(rel, (p) => fsp.open(p, O_PATH | fs.constants.O_NOFOLLOW));
-    } catch (err) {
-      if (isAbsent(err)) return null;
-      throw err;
-    }
-    try {
-      if (!(await pathFh.stat()).isFile()) throw notAFile(this.what, rel);
-      return await fsp.open(`/proc/self/fd/${pathFh.fd}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-    } finally {
-      await pathFh.close();
-    }
-  }
-
   /**
    * Up to `maxBytes` of regular file `rel` from its start; null when it is not in the tree.
    * `truncated` says whether the file held more.
@@ -303,16 +287,28 @@ export class Beneath {
     }
   }
 
-  /** The whole of regular file `rel` (it must not be bigger than `maxBytes`: HOSTFS_TOO_BIG). */
+  /**
+   * Regular file `rel`, as many bytes as it held when opened (it must not hold more than
+   * `maxBytes`: HOSTFS_TOO_BIG); null when it is not in the tree. The open and its checks are
+   * synchronous (a few short syscalls: cheaper than as many thread-pool round trips, which
+   * doubled a 5000-file capture), the read is not.
+   */
   async readFile(rel: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<Buffer | null> {
-    const fh = await this.openFile(rel);
-    if (!fh) return null;
+    const fd = this.openFileSync(rel);
+    if (fd === null) return null;
     try {
-      const size = (await fh.stat()).size;
+      const size = fs.fstatSync(fd).size;
       if (size > maxBytes) throw new CrabError('HOSTFS_TOO_BIG', 'invalid', `${this.what}: ${rel} holds ${size} bytes, more than the ${maxBytes} allowed`);
-      return await fh.readFile();
+      const buf = Buffer.allocUnsafe(size);
+      let off = 0;
+      while (off < size) {
+        const n = await readAt(fd, buf, off, size - off, off);
+        if (n === 0) break;
+        off += n;
+      }
+      return buf.subarray(0, off);
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   }
 
@@ -401,6 +397,10 @@ export class Beneath {
     }
     return this.lstatSync(done.join('/'));
   }
+}
+
+function readAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 function notAFifo(what: string, rel: string): CrabError {
