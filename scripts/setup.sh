@@ -26,6 +26,9 @@ if [ "$(id -u)" != 0 ]; then
   echo "crab setup must run as root (it installs packages, builds CRIU and mounts tracefs)." >&2
   exit 1
 fi
+# CRAB_HOME holds process images (agents' API keys) and the agents' files: no other host user may
+# look in (the runtime also makes its top-level entries private at every start).
+mkdir -p "$CRAB_HOME" && chmod go-rwx "$CRAB_HOME"
 mkdir -p "$STAMPS"
 
 # 1. Debian packages -------------------------------------------------------
