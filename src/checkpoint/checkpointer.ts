@@ -14,7 +14,9 @@ import { span } from '../core/prof.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CrabError, conflict, precondition } from '../core/errors.js';
-import { bootId, checkName, newId } from '../core/ids.js';
+import { bootId, checkId, newId } from '../core/ids.js';
+import { isAlive, ownerFromName, ownerMark } from '../core/owner.js';
+import { checkLowerDirs } from '../image/image-store.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { LocalContentStore } from '../store/local-content-store.js';
 import type { DirRecipe } from '../store/content-store.js';
@@ -220,8 +222,10 @@ export class Checkpointer {
    * Refuses (CKPT_BINDS_CHANGED) when the sandbox's host bind mounts differ from the checkpoint's, unless `force`.
    */
   restore(ckptId: string, opts: { as?: string; force?: boolean; ephemeral?: boolean } = {}): Promise<RestoreResult> {
-    return this.catalog.getCheckpoint(ckptId).then((ck) => {
-      const targetId = opts.as ? checkName('sandbox', opts.as) : ck.sandboxId;
+    if (opts.as !== undefined) checkId('sandbox', opts.as);
+    return this.catalog.getCheckpoint(checkId('checkpoint', ckptId)).then((ck) => {
+      // The catalog's sandbox id becomes a path too: checked like any caller's.
+      const targetId = opts.as ? opts.as : checkId('sandbox', ck.sandboxId);
       // Into its own sandbox (a recovery): the files that did not change since are linked.
       return this.exclusive(targetId, () => this.restoreLocked(ck, targetId, { ...opts, reuseFiles: !opts.as }));
     });
@@ -243,7 +247,8 @@ export class Checkpointer {
 
   /** Rolls a sandbox back to one of its own checkpoints. */
   async rollback(sandboxId: string, ckptId: string, opts: { force?: boolean } = {}): Promise<RestoreResult> {
-    const ck = await this.catalog.getCheckpoint(ckptId);
+    checkId('sandbox', sandboxId);
+    const ck = await this.catalog.getCheckpoint(checkId('checkpoint', ckptId));
     if (ck.sandboxId !== sandboxId) {
       throw precondition('CKPT_OTHER_SANDBOX', `checkpoint ${ckptId} belongs to sandbox '${ck.sandboxId}', not '${sandboxId}'`, `Use 'crab restore ${ckptId} --as NAME' or 'crab fork' to start another sandbox from it.`);
     }
@@ -253,11 +258,12 @@ export class Checkpointer {
 
   /** Starts `count` new sandboxes from one checkpoint; each has its own id, cgroup and writable layer. */
   async fork(ckptId: string, count: number, opts: { prefix?: string; ephemeral?: boolean } = {}): Promise<RestoreResult[]> {
-    const ck = await this.catalog.getCheckpoint(ckptId);
+    if (opts.prefix !== undefined) checkId('fork prefix', opts.prefix);
+    const ck = await this.catalog.getCheckpoint(checkId('checkpoint', ckptId));
     const base = opts.prefix ?? `${ck.sandboxId.slice(0, 40)}-fork`;
     const out: RestoreResult[] = [];
     for (let i = 0; i < count; i++) {
-      const id = `${base}-${newId('').slice(0, 6)}`;
+      const id = checkId('sandbox', `${base}-${newId('').slice(0, 6)}`);
       out.push(await this.exclusive(id, () => this.restoreLocked(ck, id, { ephemeral: opts.ephemeral, force: true, shareLayer: true })));
     }
     return out;
@@ -294,7 +300,8 @@ export class Checkpointer {
     const entries: LayerEntry[] = [];
     for (const name of fs.readdirSync(this.layersDir)) {
       const p = path.join(this.layersDir, name);
-      entries.push({ name, path: p, ageMs: now - fs.statSync(p).mtimeMs });
+      const owner = ownerFromName(name);
+      entries.push({ name, path: p, ageMs: now - fs.statSync(p).mtimeMs, owner, ownerAlive: owner !== null && isAlive(owner) });
     }
     for (const e of layersToRemove(entries, named, graceMs)) {
       // Re-checked and renamed away in one tick: a fork in this process that touched it since is kept,
@@ -325,7 +332,8 @@ export class Checkpointer {
       fs.utimesSync(dir, now, now);
       return dir;
     }
-    const staging = `${dir}.${process.pid}.${newId('')}`;
+    // The owner mark lets gcLayers tell a fork still materializing from one that crashed.
+    const staging = `${dir}.${ownerMark()}${newId('')}`;
     try {
       await materialize(manifest, this.store, staging);
       const now = new Date();
@@ -345,6 +353,8 @@ export class Checkpointer {
   ): Promise<RestoreResult> {
     const t0 = performance.now();
     const meta = ck.meta as CheckpointMeta;
+    // Lower dirs come from the catalog: only Crab's images and shared fork layers may be mounted.
+    checkLowerDirs(this.sandboxes.paths.images, meta?.sandbox?.lowerDirs, `checkpoint ${ck.id}`, [this.layersDir]);
     if (!ck.fsManifest || !ck.processImage) {
       throw new CrabError('CKPT_INCOMPLETE', 'precondition', `checkpoint ${ck.id} has no ${ck.fsManifest ? 'process image' : 'filesystem'} to restore`);
     }

@@ -5,6 +5,7 @@
  * names it. A fork touches a layer when it reuses it, so the grace period covers a fork that has
  * the layer but has not written its sandbox record yet.
  */
+import { STALE_AFTER_MS, staleVerdict, type ProcessIdentity } from '../core/owner.js';
 
 export interface LayerEntry {
   /** The directory's name under the layers dir. */
@@ -13,6 +14,9 @@ export interface LayerEntry {
   path: string;
   /** Time since its last change (mtime). */
   ageMs: number;
+  /** The process materializing a staging dir (`<digest>.~p<pid>t<ticks>~<id>`), when its name carries one. */
+  owner?: ProcessIdentity | null;
+  ownerAlive?: boolean;
 }
 
 /** How young a layer or staging dir must be to be kept although nothing names it. */
@@ -21,10 +25,14 @@ export const LAYER_GRACE_MS = 10 * 60 * 1000;
 const DIGEST = /^[0-9a-f]{64}$/;
 
 /**
- * The entries to remove: published layers (named by a digest) that nothing names, and staging
- * dirs of crashed forks (`<digest>.<pid>.<id>`, never named); in both cases only once older than
- * `graceMs`.
+ * The entries to remove: published layers (named by a digest) that nothing names, once older than
+ * `graceMs`; and staging dirs of forks (`<digest>.~p<pid>t<ticks>~<id>`, never named) once their
+ * owner is gone or they are older than an hour (`staleVerdict`), so a slow fork's materialize is
+ * never swept from under it.
  */
-export function layersToRemove(entries: readonly LayerEntry[], named: ReadonlySet<string>, graceMs: number): LayerEntry[] {
-  return entries.filter((e) => e.ageMs >= graceMs && !(DIGEST.test(e.name) && named.has(e.path)));
+export function layersToRemove(entries: readonly LayerEntry[], named: ReadonlySet<string>, graceMs: number, staleAfterMs = STALE_AFTER_MS): LayerEntry[] {
+  return entries.filter((e) => {
+    if (DIGEST.test(e.name)) return e.ageMs >= graceMs && !named.has(e.path);
+    return staleVerdict({ owner: e.owner ?? null, ownerAlive: e.ownerAlive ?? false, ageMs: e.ageMs }, staleAfterMs).remove;
+  });
 }

@@ -8,6 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { run } from '../core/run.js';
 import { CrabError, invalid } from '../core/errors.js';
+import { ownerMark } from '../core/owner.js';
+import { checkId } from '../core/ids.js';
 import {
   BASE_IMAGE,
   derivedImageName,
@@ -47,9 +49,10 @@ function listDir(dir: string): string[] {
   return fs.existsSync(dir) ? fs.readdirSync(dir).map((n) => path.join(dir, n)) : [];
 }
 
+/** A new staging dir, named with its owner (`crab gc` removes it only once this process is gone, or after an hour). */
 function stagingDir(imagesRoot: string, name: string): string {
-  fs.mkdirSync(imagesRoot, { recursive: true });
-  return fs.mkdtempSync(path.join(imagesRoot, `.staging-${name.replace(/[^a-z0-9-]/g, '_')}-`));
+  fs.mkdirSync(imagesRoot, { recursive: true, mode: 0o700 });
+  return fs.mkdtempSync(path.join(imagesRoot, `.staging-${name.replace(/[^a-z0-9-]/g, '_')}${ownerMark()}`));
 }
 
 async function dirSizeBytes(dir: string): Promise<number> {
@@ -77,6 +80,7 @@ export async function ensureImage(
   packages: readonly string[],
   progress: Progress = () => undefined,
 ): Promise<ImageInfo> {
+  checkId('image', base);
   const pkgs = normalizePackages(packages);
   for (const p of pkgs) {
     if (!PACKAGE_RE.test(p)) throw invalid('INVALID_PACKAGE', `'${p}' is not a valid Debian package name`);
@@ -189,6 +193,7 @@ async function checkPackagesExist(root: string, packages: string[], env: NodeJS.
 
 /** Imports a `docker save` or OCI-layout tarball as an image named `name`. */
 export async function importImage(imagesRoot: string, name: string, archive: string, progress: Progress = () => undefined): Promise<ImageInfo> {
+  checkId('image', name);
   if (readImage(imagesRoot, name)) {
     throw new CrabError('IMAGE_EXISTS', 'conflict', `image '${name}' already exists`, 'Pick another name or remove it first.');
   }

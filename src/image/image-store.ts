@@ -8,7 +8,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { notFound } from '../core/errors.js';
+import { CrabError, notFound } from '../core/errors.js';
+import { ID_PATTERN, checkId } from '../core/ids.js';
 
 export const BASE_IMAGE = 'debian-bookworm-minbase';
 
@@ -25,8 +26,9 @@ export interface ImageInfo {
   sizeBytes: number;
 }
 
+/** An image's directory. Throws INVALID_NAME unless `name` is an id (`a/../../x` names no image). */
 export function imageDir(imagesRoot: string, name: string): string {
-  return path.join(imagesRoot, name);
+  return path.join(imagesRoot, checkId('image', name));
 }
 
 /** The cache key of a derived image: the base plus the sorted, de-duplicated package list. */
@@ -34,7 +36,8 @@ export function derivedImageName(base: string, packages: readonly string[]): str
   const sorted = normalizePackages(packages);
   if (sorted.length === 0) return base;
   const digest = createHash('sha256').update(`${base}\n${sorted.join('\n')}`).digest('hex').slice(0, 12);
-  return `${base}+${digest}`;
+  // The digest covers the whole base name: a cut base keeps names within the id pattern's 63 characters.
+  return `${base.slice(0, 50)}+${digest}`;
 }
 
 export function normalizePackages(packages: readonly string[]): string[] {
@@ -42,10 +45,41 @@ export function normalizePackages(packages: readonly string[]): string[] {
 }
 
 export function readImage(imagesRoot: string, name: string): ImageInfo | null {
+  const file = path.join(imageDir(imagesRoot, name), 'image.json');
+  let info: ImageInfo;
   try {
-    return JSON.parse(fs.readFileSync(path.join(imageDir(imagesRoot, name), 'image.json'), 'utf8')) as ImageInfo;
+    info = JSON.parse(fs.readFileSync(file, 'utf8')) as ImageInfo;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new CrabError('IMAGE_CORRUPT', 'internal', `image '${name}': ${file} is unreadable (${(err as Error).message})`, `Remove ${imageDir(imagesRoot, name)} and build or import the image again.`, {}, { cause: err });
+  }
+  checkLowerDirs(imagesRoot, info.lowerDirs, `image '${name}'`);
+  return info;
+}
+
+/**
+ * Throws IMAGE_BAD_LOWER unless every lower dir is a directory that resolves (symlinks followed)
+ * inside `imagesRoot` or one of `alsoUnder` (e.g. CRAB_HOME/layers for forks): an image.json
+ * naming `/root` would otherwise make a host directory a sandbox's root filesystem.
+ */
+export function checkLowerDirs(imagesRoot: string, lowerDirs: unknown, what: string, alsoUnder: readonly string[] = []): void {
+  const roots = [imagesRoot, ...alsoUnder].map((r) => realpathOr(r) ?? path.resolve(r));
+  const bad = (why: string) =>
+    new CrabError('IMAGE_BAD_LOWER', 'precondition', `${what}: ${why}`, `Lower layers must lie under ${roots.join(' or ')}; remove the image (or sandbox) and build it again.`, { roots });
+  if (!Array.isArray(lowerDirs) || lowerDirs.length === 0) throw bad('no lower dirs');
+  for (const d of lowerDirs) {
+    if (typeof d !== 'string' || !path.isAbsolute(d) || d.includes('\0')) throw bad(`lower dir ${JSON.stringify(d)?.slice(0, 200)} is not an absolute path`);
+    const real = realpathOr(d);
+    if (real === null) throw bad(`lower dir ${d} does not exist`);
+    if (!roots.some((r) => real.startsWith(r + path.sep))) throw bad(`lower dir ${d} (${real}) lies outside Crab's images`);
+  }
+}
+
+function realpathOr(p: string): string | null {
+  try {
+    return fs.realpathSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
     throw err;
   }
 }
@@ -66,7 +100,7 @@ export function listImages(imagesRoot: string): ImageInfo[] {
   if (!fs.existsSync(imagesRoot)) return [];
   return fs
     .readdirSync(imagesRoot)
-    .filter((n) => !n.startsWith('.'))
+    .filter((n) => !n.startsWith('.') && ID_PATTERN.test(n))
     .map((n) => readImage(imagesRoot, n))
     .filter((i): i is ImageInfo => i !== null)
     .sort((a, b) => a.name.localeCompare(b.name));

@@ -9,8 +9,10 @@ import { span } from '../core/prof.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CrabError, conflict, invalid, notFound } from '../core/errors.js';
-import { checkName, newId } from '../core/ids.js';
+import { CrabError, conflict, notFound } from '../core/errors.js';
+import { checkId, isId, newId } from '../core/ids.js';
+import { STALE_AFTER_MS, isAlive, ownerFromName, processStartTicks, readOwnerFile, staleVerdict, writeOwnerFile, type ProcessIdentity } from '../core/owner.js';
+import { secureStateDir } from '../core/state-perms.js';
 import type { CrabPaths } from '../core/paths.js';
 import { run } from '../core/run.js';
 import { rootLogger } from '../core/log.js';
@@ -19,6 +21,7 @@ import { ensureImage, type Progress } from '../image/image-builder.js';
 import { cgroupsPathOf, processesOf, removeCgroupDirs, thaw, type HostProcess } from './cgroup.js';
 import { SandboxChannel, type ExecResult } from './channel.js';
 import { buildOciSpec } from './oci-spec.js';
+import { resolveBind } from './bind-policy.js';
 import { LINK_LEASE_DIR, abortGatewayConnections, ensureLink, leaseLink, leases, linkNames, netnsPath, releaseLink } from './net-link.js';
 import { isMounted, mountOverlay, unmount } from './overlay.js';
 import { Runc } from './runc.js';
@@ -44,6 +47,8 @@ export interface SandboxDirs {
   work: string;
   ckpt: string;
   record: string;
+  /** Who is making the sandbox (`pid startTicks`): until the record exists, gc leaves it to a live maker. */
+  owner: string;
 }
 
 export interface GcReport {
@@ -77,12 +82,15 @@ export class SandboxManager {
   private readonly sessionQueues = new Map<string, Promise<unknown>>();
 
   constructor(readonly paths: CrabPaths) {
+    // Before anything is created in it: CRAB_HOME and its top-level entries private (0700/0600).
+    secureStateDir(paths.home);
+    for (const d of [paths.run, paths.sandboxes]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
     this.runc = new Runc(path.join(paths.run, 'runc'), path.join(paths.run, 'logs'));
-    fs.mkdirSync(paths.sandboxes, { recursive: true });
   }
 
+  /** A sandbox's paths. Throws INVALID_NAME unless `id` is an id: the one place a sandbox id becomes a path. */
   dirs(id: string): SandboxDirs {
-    const root = path.join(this.paths.sandboxes, id);
+    const root = path.join(this.paths.sandboxes, checkId('sandbox', id));
     return {
       root,
       bundle: path.join(root, 'bundle'),
@@ -91,6 +99,7 @@ export class SandboxManager {
       work: path.join(root, 'work'),
       ckpt: path.join(root, 'ckpt'),
       record: path.join(root, 'sandbox.json'),
+      owner: path.join(root, 'owner'),
     };
   }
 
@@ -113,21 +122,18 @@ export class SandboxManager {
    * Creates and starts a sandbox. On failure nothing is left behind (mount, container, dirs).
    */
   async create(opts: CreateSandboxOptions = {}, progress?: Progress): Promise<SandboxInfo> {
-    const id = opts.name ? checkName('sandbox', opts.name) : newId('sb-');
-    for (const b of opts.binds ?? []) {
-      if (!path.isAbsolute(b.source) || !path.isAbsolute(b.target) || b.target === '/') {
-        throw invalid('SANDBOX_BAD_BIND', `bind ${b.source} → ${b.target}: both paths must be absolute (and the target not /)`);
-      }
-      if (!fs.existsSync(b.source)) throw invalid('SANDBOX_BAD_BIND', `bind source ${b.source} does not exist`, 'Create it first.');
-    }
+    const id = opts.name ? checkId('sandbox', opts.name) : newId('sb-');
+    // Sources resolved now: the mount takes the directory checked here, not what a symlink names later.
+    const binds = (opts.binds ?? []).map((b) => resolveBind(b, { allow: null, home: this.paths.home }));
     const image = await span('sb.ensureImage', () => ensureImage(this.paths.images, opts.image ?? BASE_IMAGE, opts.packages ?? [], progress));
     const d = this.dirs(id);
     try {
-      fs.mkdirSync(d.root, { recursive: false });
+      fs.mkdirSync(d.root, { recursive: false, mode: 0o700 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw conflict('SANDBOX_EXISTS', `sandbox '${id}' already exists`, 'Pick another --name or remove it first.');
       throw err;
     }
+    writeOwnerFile(d.owner);
     const rec: SandboxRecord = {
       id,
       image: image.name,
@@ -135,7 +141,7 @@ export class SandboxManager {
       memoryLimitBytes: opts.memoryLimitBytes ?? DEFAULT_MEMORY_BYTES,
       pidsLimit: opts.pidsLimit ?? DEFAULT_PIDS_LIMIT,
       env: opts.env ?? {},
-      binds: opts.binds ?? [],
+      binds,
       createdAt: new Date().toISOString(),
       ephemeral: opts.ephemeral ?? false,
       ownerPid: process.pid,
@@ -144,7 +150,7 @@ export class SandboxManager {
     try {
       if (opts.link) rec.link = leaseLink(this.linkLeaseDir, id, this.linkScope);
       await this.start(rec);
-      fs.writeFileSync(d.record, JSON.stringify(rec, null, 2));
+      fs.writeFileSync(d.record, JSON.stringify(rec, null, 2), { mode: 0o600 });
     } catch (err) {
       await this.destroy(id).catch(() => undefined); // the original error is what the caller needs
       throw err;
@@ -241,7 +247,7 @@ export class SandboxManager {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
     const ch = this.channel(id);
     if (!opts.session) return ch.exec(cmd, { timeoutMs, cwd: opts.cwd, env: opts.env });
-    const session = checkName('session', opts.session);
+    const session = checkId('session', opts.session);
     const key = `${id}/${session}`;
     const prev = this.sessionQueues.get(key) ?? Promise.resolve();
     const next = prev
@@ -338,26 +344,43 @@ export class SandboxManager {
       if (owner === id) await releaseLink(this.linkLeaseDir, { address, ...linkNames(id) });
     }
     const leftCgroups = removeCgroupDirs(id);
+    if (!leftCgroups.length) fs.rmSync(path.join(this.cgroupTombstones, id), { force: true });
     // Not rmSync: a sandbox's tree may hold thousands of files, and this process serves other sandboxes meanwhile.
     await span('sb.rmRoot', () => fs.promises.rm(d.root, { recursive: true, force: true }));
     if (leftCgroups.length) {
+      fs.mkdirSync(this.cgroupTombstones, { recursive: true, mode: 0o700 });
+      fs.writeFileSync(path.join(this.cgroupTombstones, id), leftCgroups.join('\n'));
       throw new CrabError('SANDBOX_CLEANUP_INCOMPLETE', 'internal', `cgroups still in use: ${leftCgroups.join(', ')}`, "Run 'crab gc' again in a moment.");
     }
   }
 
   /**
-   * Removes what crashed runs left behind: half-created sandboxes, ephemeral sandboxes whose
-   * owner died, runc containers and mounts with no sandbox, empty cgroups, staging directories.
+   * Removes what crashed runs left behind: half-made sandboxes, ephemeral sandboxes whose
+   * owner died, runc containers and mounts with no sandbox, cgroups a removal could not delete,
+   * staging directories. Scratch that another process is still making (its owner mark names a
+   * live process) is left alone unless it is older than an hour; so is everything outside this
+   * CRAB_HOME (cgroups are host-wide: only those this CRAB_HOME's sandboxes left are touched).
    */
-  async gc(): Promise<GcReport> {
+  async gc(opts: { staleAfterMs?: number } = {}): Promise<GcReport> {
+    const staleAfterMs = opts.staleAfterMs ?? STALE_AFTER_MS;
     const rep: GcReport = { removedSandboxes: [], removedContainers: [], unmounted: [], removedCgroups: [], removedStaging: [], removedLinks: [], removedLayers: [], problems: [] };
+    /** Sandboxes another live process is making right now: none of their parts is garbage. */
+    const inProgress = new Set<string>();
     const dirsOnDisk = new Set(fs.readdirSync(this.paths.sandboxes));
     for (const id of dirsOnDisk) {
+      if (!isId(id)) {
+        rep.problems.push(`${path.join(this.paths.sandboxes, id)}: not a sandbox id; left alone`);
+        continue;
+      }
       const d = this.dirs(id);
-      let orphan = !fs.existsSync(d.record);
-      if (!orphan) {
+      let orphan: boolean;
+      if (fs.existsSync(d.record)) {
         const rec = this.record(id);
-        orphan = rec.ephemeral && !ownerAlive(rec);
+        orphan = rec.ephemeral && !isAlive({ pid: rec.ownerPid, startTicks: rec.ownerStartTicks });
+      } else {
+        const v = this.halfMadeVerdict(id, staleAfterMs);
+        orphan = v.remove;
+        if (!orphan) inProgress.add(id);
       }
       if (!orphan) continue;
       try {
@@ -368,7 +391,7 @@ export class SandboxManager {
       }
     }
     for (const c of await this.runc.list()) {
-      if (fs.existsSync(this.dirs(c.id).record)) continue;
+      if (!isId(c.id) || inProgress.has(c.id) || fs.existsSync(this.dirs(c.id).record)) continue;
       try {
         await this.killContainer(c.id);
         rep.removedContainers.push(c.id);
@@ -381,22 +404,24 @@ export class SandboxManager {
       const target = line.split(' ')[4];
       if (!target?.startsWith(prefix)) continue;
       const id = target.slice(prefix.length).split(path.sep)[0]!;
-      if (fs.existsSync(this.dirs(id).record)) continue;
+      if (!isId(id) || inProgress.has(id) || fs.existsSync(this.dirs(id).record)) continue;
       await unmount(target).then(
         () => rep.unmounted.push(target),
         (err: Error) => rep.problems.push(`${target}: ${err.message}`),
       );
     }
+    // Cgroups a removal had to leave (still busy then): named by a tombstone in this CRAB_HOME.
     const live = new Set((await this.runc.list()).map((c) => c.id));
-    const cgParent = '/sys/fs/cgroup/pids/crab';
-    for (const id of fs.existsSync(cgParent) ? fs.readdirSync(cgParent) : []) {
-      if (!fs.statSync(path.join(cgParent, id)).isDirectory() || live.has(id)) continue;
+    for (const id of fs.existsSync(this.cgroupTombstones) ? fs.readdirSync(this.cgroupTombstones) : []) {
+      if (!isId(id) || live.has(id) || inProgress.has(id) || fs.existsSync(this.dirs(id).record)) continue;
       const left = removeCgroupDirs(id);
-      if (left.length === 0) rep.removedCgroups.push(id);
-      else rep.problems.push(`cgroup ${id} still has processes`);
+      if (left.length === 0) {
+        rep.removedCgroups.push(id);
+        fs.rmSync(path.join(this.cgroupTombstones, id), { force: true });
+      } else rep.problems.push(`cgroup ${id} still has processes`);
     }
     for (const [address, owner] of leases(this.linkLeaseDir, this.linkScope)) {
-      if (fs.existsSync(this.dirs(owner).root)) continue;
+      if (!isId(owner) || fs.existsSync(this.dirs(owner).root)) continue;
       await releaseLink(this.linkLeaseDir, { address, ...linkNames(owner) }).then(
         () => rep.removedLinks.push(address),
         (err: Error) => rep.problems.push(`link ${address}: ${err.message}`),
@@ -406,13 +431,43 @@ export class SandboxManager {
       for (const n of fs.existsSync(root) ? fs.readdirSync(root) : []) {
         if (!n.startsWith('.staging-') && root === this.paths.images) continue;
         const p = path.join(root, n);
-        await unmountBelow(p);
-        fs.rmSync(p, { recursive: true, force: true });
-        rep.removedStaging.push(p);
+        const v = scratchVerdict(p, ownerFromName(n), staleAfterMs);
+        if (!v?.remove) continue;
+        try {
+          await unmountBelow(p);
+          await fs.promises.rm(p, { recursive: true, force: true });
+          rep.removedStaging.push(p);
+        } catch (err) {
+          rep.problems.push(`${p}: ${(err as Error).message}`);
+        }
       }
     }
     return rep;
   }
+
+  /** Where `destroy` names sandboxes whose cgroups it could not remove yet (for the next gc). */
+  private get cgroupTombstones(): string {
+    return path.join(this.paths.run, 'cgroups-left');
+  }
+
+  /** Whether a sandbox dir without a record is garbage: its maker (the `owner` file) is gone, or it is older than `staleAfterMs`. */
+  private halfMadeVerdict(id: string, staleAfterMs: number): { remove: boolean } {
+    const d = this.dirs(id);
+    const owner = readOwnerFile(d.owner);
+    return scratchVerdict(fs.existsSync(d.owner) ? d.owner : d.root, owner, staleAfterMs) ?? { remove: false };
+  }
+}
+
+/** `staleVerdict` of the entry at `p` (age from its mtime), or null when it vanished meanwhile. */
+function scratchVerdict(p: string, owner: ProcessIdentity | null, staleAfterMs: number): ReturnType<typeof staleVerdict> | null {
+  let mtimeMs: number;
+  try {
+    mtimeMs = fs.lstatSync(p).mtimeMs;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  return staleVerdict({ owner, ownerAlive: owner !== null && isAlive(owner), ageMs: Date.now() - mtimeMs }, staleAfterMs);
 }
 
 function descendants(procs: HostProcess[], rootHostPid: number): HostProcess[] {
@@ -440,20 +495,7 @@ function killPid(pid: number): void {
   }
 }
 
-/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat). */
-export function processStartTicks(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-  } catch {
-    return null; // no such process
-  }
-}
-
-function ownerAlive(rec: SandboxRecord): boolean {
-  const ticks = processStartTicks(rec.ownerPid);
-  return ticks !== null && ticks === rec.ownerStartTicks;
-}
+export { processStartTicks };
 
 async function unmountBelow(dir: string): Promise<void> {
   const targets = fs

@@ -4,7 +4,13 @@ import { layersToRemove, type LayerEntry } from '../../../src/checkpoint/layer-g
 
 const D1 = 'a'.repeat(64);
 const D2 = 'b'.repeat(64);
-const entry = (name: string, ageMs: number): LayerEntry => ({ name, path: `/h/layers/${name}`, ageMs });
+const entry = (name: string, ageMs: number, ownerAlive?: boolean): LayerEntry => ({
+  name,
+  path: `/h/layers/${name}`,
+  ageMs,
+  owner: ownerAlive === undefined ? null : { pid: 123, startTicks: 456 },
+  ownerAlive: ownerAlive ?? false,
+});
 
 test('layersToRemove: what nothing names and the grace period no longer covers', () => {
   const grace = 1000;
@@ -14,11 +20,14 @@ test('layersToRemove: what nothing names and the grace period no longer covers',
     ['unnamed, old: removed', entry(D2, 5000), [`/h/layers/${D1}`], true],
     ['unnamed, young (a fork in progress): kept', entry(D2, 999), [], false],
     ['unnamed, exactly the grace: removed', entry(D2, 1000), [], true],
-    ['staging of a crashed fork, old: removed', entry(`${D1}.123.xyz`, 5000), [], true],
-    ['staging, young (being written): kept', entry(`${D1}.123.xyz`, 10), [], false],
-    ['staging is never live, even if named', entry(`${D1}.123.xyz`, 5000), [`/h/layers/${D1}.123.xyz`], true],
+    ['staging without an owner mark, older than an hour: removed', entry(`${D1}.123.xyz`, 10_000), [], true],
+    ['staging without an owner mark, younger: kept (a fork of an older version may be writing it)', entry(`${D1}.123.xyz`, 5000), [], false],
+    ['staging whose owner is gone: removed at once', entry(`${D1}.~p123t456~xyz`, 10, false), [], true],
+    ['staging whose owner is alive: kept', entry(`${D1}.~p123t456~xyz`, 5000, true), [], false],
+    ['staging whose owner is alive but older than an hour: removed', entry(`${D1}.~p123t456~xyz`, 10_000, true), [], true],
+    ['staging is never live, even if named', entry(`${D1}.~p123t456~xyz`, 10, false), [`/h/layers/${D1}.~p123t456~xyz`], true],
   ];
   for (const [why, e, named, removed] of rows) {
-    assert.equal(layersToRemove([e], new Set(named), grace).length === 1, removed, why);
+    assert.equal(layersToRemove([e], new Set(named), grace, 10_000).length === 1, removed, why);
   }
 });
