@@ -86,7 +86,7 @@ export function buildOciSpec(input: SandboxSpecInput): Record<string, unknown> {
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-      ...(input.binds ?? []).map((b) => ({ destination: b.target, type: 'bind', source: b.source, options: ['rbind', b.readonly ? 'ro' : 'rw'] })),
+      ...(input.binds ?? []).map(bindMount),
     ],
     linux: {
       cgroupsPath: input.cgroupsPath,
@@ -108,6 +108,14 @@ export function buildOciSpec(input: SandboxSpecInput): Record<string, unknown> {
       readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
     },
   };
+}
+
+/**
+ * A host bind mount: never setuid binaries or device nodes from the host (`nosuid,nodev`), and
+ * read-only unless the caller asked for `readonly: false` (`--bind SRC:DST:rw`).
+ */
+export function bindMount(b: { source: string; target: string; readonly?: boolean }): Record<string, unknown> {
+  return { destination: b.target, type: 'bind', source: b.source, options: ['rbind', 'nosuid', 'nodev', b.readonly === false ? 'rw' : 'ro'] };
 }
 
 /** Parses sizes like 512m, 1g, 65536k, 1048576 into bytes. */

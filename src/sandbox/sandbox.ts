@@ -14,15 +14,17 @@ export interface CreateSandboxOptions {
   env?: Record<string, string>;
   /** Removed by `crab gc` once the process that created it (ownerPid) is gone. */
   ephemeral?: boolean;
-  /** Host directories bound into the sandbox. */
+  /** Host directories bound into the sandbox (nosuid, nodev; read-only unless `readonly: false`). */
   binds?: BindMount[];
   /** A veth link to the host's LLM proxy (an agent inside reaches it at http://10.213.0.1:PORT). */
   link?: boolean;
 }
 
 export interface BindMount {
+  /** Host path (resolved when the sandbox is created; allowlisted by the daemon). */
   source: string;
   target: string;
+  /** Read-only unless exactly false (`--bind SRC:DST:rw`). */
   readonly?: boolean;
 }
 
