@@ -1,4 +1,8 @@
-/** @module CrabService implemented in-process, on top of the sandbox runtime and image builder. */
+/**
+ * @module CrabService implemented in-process, on top of the sandbox runtime and image builder.
+ * Every argument is validated here with the API's schemas, so the CLI without a daemon takes
+ * exactly the inputs the daemon takes: nothing reaches a path, runc or the channel unchecked.
+ */
 import type { CrabPaths } from '../core/paths.js';
 import { ensureImage, importImage, type Progress } from '../image/image-builder.js';
 import { listImages } from '../image/image-store.js';
@@ -11,6 +15,8 @@ import { SqliteCatalog } from '../catalog/sqlite-catalog.js';
 import { Checkpointer } from '../checkpoint/checkpointer.js';
 import { gcRootExpander } from '../fssnap/index.js';
 import type { CheckpointKind } from '../checkpoint/checkpoint.js';
+import { checkId } from '../core/ids.js';
+import { BuildImageBody, CheckpointBody, CreateSandboxBody, ExecBody, ForkBody, ImportImageBody, RestoreBody, RollbackBody, parseInput } from './schemas.js';
 
 export class LocalService implements CrabService {
   readonly sandboxes: SandboxManager;
@@ -28,32 +34,38 @@ export class LocalService implements CrabService {
   async listImages() {
     return listImages(this.paths.images);
   }
-  buildImage(base: string, packages: string[]) {
-    return ensureImage(this.paths.images, base, packages, this.progress);
+  async buildImage(base: string, packages: string[]) {
+    const b = parseInput(BuildImageBody, { base, packages }, 'image');
+    return ensureImage(this.paths.images, b.base, b.packages, this.progress);
   }
-  importImage(name: string, archivePath: string) {
-    return importImage(this.paths.images, name, archivePath, this.progress);
+  async importImage(name: string, archivePath: string) {
+    const b = parseInput(ImportImageBody, { name, archivePath }, 'import');
+    return importImage(this.paths.images, b.name, b.archivePath, this.progress);
   }
-  createSandbox(opts: CreateSandboxOptions) {
-    return this.sandboxes.create(opts, this.progress);
+  async createSandbox(opts: CreateSandboxOptions) {
+    return this.sandboxes.create(parseInput(CreateSandboxBody, stripUndefined(opts), 'sandbox'), this.progress);
   }
   listSandboxes() {
     return this.sandboxes.list();
   }
-  getSandbox(id: string) {
-    return this.sandboxes.info(id);
+  async getSandbox(id: string) {
+    return this.sandboxes.info(checkId('sandbox', id));
   }
   async exec(id: string, cmd: string, opts: ExecOptions) {
+    checkId('sandbox', id);
+    // cwd, env and the command are checked before the channel is called (a NUL in cwd hung it).
+    const v = parseInput(ExecBody, stripUndefined({ ...opts, cmd }), 'exec');
+    opts = stripUndefined({ session: v.session, timeoutMs: v.timeoutMs, cwd: v.cwd, env: v.env });
     const at = Date.now();
     const r = await this.sandboxes.exec(id, cmd, opts);
     for (const fn of this.execObservers) fn(id, cmd, opts, r, at);
     return r;
   }
-  stopSandbox(id: string) {
-    return this.sandboxes.stop(id);
+  async stopSandbox(id: string) {
+    return this.sandboxes.stop(checkId('sandbox', id));
   }
-  removeSandbox(id: string) {
-    return this.sandboxes.remove(id);
+  async removeSandbox(id: string) {
+    return this.sandboxes.remove(checkId('sandbox', id));
   }
   /** Sandbox leftovers first: a removed ephemeral fork frees its layer in the same pass. */
   async gc() {
@@ -69,19 +81,24 @@ export class LocalService implements CrabService {
   }
 
   async checkpoint(id: string, opts: { kind: CheckpointKind; turn?: number | null; hintPaths?: string[] }) {
-    return (await this.checkpointer()).take(id, opts);
+    checkId('sandbox', id);
+    return (await this.checkpointer()).take(id, parseInput(CheckpointBody, stripUndefined(opts), 'checkpoint'));
   }
   async listCheckpoints(id: string) {
-    return (await this.checkpointer()).catalog.listCheckpoints(id);
+    return (await this.checkpointer()).catalog.listCheckpoints(checkId('sandbox', id));
   }
   async restore(checkpointId: string, opts: { as?: string; force?: boolean }) {
-    return (await this.checkpointer()).restore(checkpointId, opts);
+    checkId('checkpoint', checkpointId);
+    return (await this.checkpointer()).restore(checkpointId, parseInput(RestoreBody, stripUndefined(opts), 'restore'));
   }
   async rollback(id: string, checkpointId: string, opts: { force?: boolean }) {
-    return (await this.checkpointer()).rollback(id, checkpointId, opts);
+    checkId('sandbox', id);
+    const b = parseInput(RollbackBody, stripUndefined({ ...opts, checkpoint: checkpointId }), 'rollback');
+    return (await this.checkpointer()).rollback(id, b.checkpoint, { force: b.force });
   }
   async fork(checkpointId: string, count: number) {
-    return (await this.checkpointer()).fork(checkpointId, count);
+    checkId('checkpoint', checkpointId);
+    return (await this.checkpointer()).fork(checkpointId, parseInput(ForkBody, { count }, 'fork').count);
   }
   async storeStats() {
     const cr = await this.checkpointer();
@@ -98,4 +115,9 @@ export class LocalService implements CrabService {
     const live = await cr.catalog.liveDigests(gcRootExpander(cr.store));
     return { ...(await cr.store.sweep(live)), liveChunks: live.size };
   }
+}
+
+/** The object without its undefined fields (callers spread optional flags; the schemas are strict about what is there). */
+function stripUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }

@@ -9,6 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { CrabError, invalid, notFound } from '../core/errors.js';
+import { ID_PATTERN, ID_RULE } from '../core/ids.js';
 
 export const TRACE_FORMAT = 'crab-trace/1';
 export const TRACE_BASE_IMAGE = 'debian-bookworm-minbase';
@@ -33,7 +34,8 @@ export const VerifyCmdSchema = z
 export const TraceHeaderSchema = z
   .object({
     format: z.literal(TRACE_FORMAT, { error: `expected exactly "${TRACE_FORMAT}"` }),
-    name: z.string({ error: 'expected a non-empty string' }).min(1, { error: 'expected a non-empty string' }),
+    // The one id pattern (core/ids.ts): a trace's name names its runs, records and sandboxes.
+    name: z.string({ error: 'expected a non-empty string' }).regex(ID_PATTERN, { error: `expected a name of ${ID_RULE}` }),
     source: z.string({ error: 'expected a string (where the task came from)' }),
     image: z
       .object({

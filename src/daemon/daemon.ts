@@ -6,7 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Server } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
-import { CrabError } from '../core/errors.js';
+import { CrabError, invalid } from '../core/errors.js';
+import { secureStateDir } from '../core/state-perms.js';
+import { hostPathVerdict, type HostPathPolicy } from '../sandbox/bind-policy.js';
 import type { CrabPaths } from '../core/paths.js';
 import type { Logger } from '../core/log.js';
 import { createApp } from '../api/app.js';
@@ -17,7 +19,30 @@ export interface DaemonOptions {
   paths: CrabPaths;
   log: Logger;
   tcp?: { host: string; port: number; token: string };
+  /**
+   * Directories under which API clients may name host paths (bind sources, image archives).
+   * Empty: the unix socket (host root) may name any but CRAB_HOME, `/` and the kernel trees; TCP
+   * clients none.
+   */
+  bindAllow?: string[];
   host?: Omit<HostOptions, 'paths' | 'log'>;
+}
+
+/** The host-path policies of the two listeners, from `--bind-allow` (each dir must exist). */
+export function listenerPolicies(home: string, bindAllow: readonly string[] = []): { unix: HostPathPolicy; tcp: HostPathPolicy } {
+  const allow = bindAllow.map((d) => {
+    let real: string;
+    try {
+      real = fs.realpathSync(d);
+    } catch {
+      throw invalid('CLI_BAD_BIND_ALLOW', `--bind-allow ${d}: no such directory`, 'Create it first, or drop the flag.');
+    }
+    if (!fs.statSync(real).isDirectory()) throw invalid('CLI_BAD_BIND_ALLOW', `--bind-allow ${d}: not a directory`);
+    const why = hostPathVerdict(real, { allow: null, home: fs.realpathSync(home) });
+    if (why) throw invalid('CLI_BAD_BIND_ALLOW', `--bind-allow ${d} is not allowed: ${why}`, 'Allow a directory that holds only what sandboxes may see.');
+    return real;
+  });
+  return { unix: { allow: allow.length ? allow : null, home }, tcp: { allow, home } };
 }
 
 export interface RunningDaemon {
@@ -28,6 +53,10 @@ export interface RunningDaemon {
 
 export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const { paths, log } = opts;
+  // Installs made before CRAB_HOME was private are fixed here (setup does it too).
+  const fixed = secureStateDir(paths.home);
+  if (fixed.length) log.warn({ fixed: fixed.map((f) => `${f.path} ${f.from.toString(8)}→${f.to.toString(8)}`) }, 'made CRAB_HOME private');
+  const policies = listenerPolicies(paths.home, opts.bindAllow);
   fs.mkdirSync(path.dirname(paths.socket), { recursive: true, mode: 0o700 });
   if (fs.existsSync(paths.socket)) {
     if (await new HttpService({ socketPath: paths.socket }).ping()) {
@@ -42,7 +71,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   if (thawed.length) log.warn({ thawed }, 'thawed sandboxes left frozen by a crashed daemon');
   const servers: Server[] = [];
 
-  const unixServer = createAdaptorServer({ fetch: createApp(service, { log, host }).fetch }) as Server;
+  const unixServer = createAdaptorServer({ fetch: createApp(service, { log, host, hostPaths: policies.unix }).fetch }) as Server;
   await new Promise<void>((resolve, reject) => {
     unixServer.once('error', reject);
     const oldUmask = process.umask(0o177); // the socket is created 0600: only root may drive sandboxes
@@ -55,14 +84,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   servers.push(unixServer);
 
   if (opts.tcp) {
-    const tcpServer = createAdaptorServer({ fetch: createApp(service, { log, host, token: opts.tcp.token }).fetch }) as Server;
+    const tcpServer = createAdaptorServer({ fetch: createApp(service, { log, host, token: opts.tcp.token, hostPaths: policies.tcp }).fetch }) as Server;
     await new Promise<void>((resolve, reject) => {
       tcpServer.once('error', reject);
       tcpServer.listen(opts.tcp!.port, opts.tcp!.host, () => resolve());
     });
     servers.push(tcpServer);
   }
-  log.info({ socket: paths.socket, tcp: opts.tcp ? `${opts.tcp.host}:${opts.tcp.port}` : null }, 'daemon listening');
+  log.info({ socket: paths.socket, tcp: opts.tcp ? `${opts.tcp.host}:${opts.tcp.port}` : null, bindAllow: policies.tcp.allow }, 'daemon listening');
 
   return {
     host,
