@@ -13,6 +13,9 @@ import { parseSizeBytes } from '../sandbox/oci-spec.js';
 import { BASE_IMAGE } from '../image/image-store.js';
 import { LINK_GATEWAY } from '../sandbox/net-link.js';
 import { startDaemon } from '../daemon/daemon.js';
+import { readTokenFile } from '../api/token.js';
+import { checkId } from '../core/ids.js';
+import { DEFAULT_GATE_MAX_HOLD_MS } from '../coordinator/proxy.js';
 import { formatBytes, printJson, printTable, reportError } from './output.js';
 import { runDemo } from './demo.js';
 
@@ -25,13 +28,26 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 const paths = crabPaths();
 const progress = (m: string) => process.stderr.write(`  ${m}\n`);
 
-/** The daemon's API when a daemon answers on the socket (unless CRAB_NO_DAEMON=1), else in-process. */
-async function connect(): Promise<CrabService> {
-  if (process.env.CRAB_NO_DAEMON !== '1') {
-    const remote = new HttpService({ socketPath: paths.socket });
-    if (await remote.ping()) return remote;
+/**
+ * A daemon over TCP when CRAB_URL is set (its token from CRAB_TOKEN or the file CRAB_TOKEN_FILE
+ * names), else the daemon on the unix socket; null when neither is wanted or answers.
+ */
+async function remoteDaemon(): Promise<HttpService | null> {
+  if (process.env.CRAB_NO_DAEMON === '1') return null;
+  const url = process.env.CRAB_URL;
+  if (url) {
+    const file = process.env.CRAB_TOKEN_FILE;
+    const token = file ? readTokenFile(file) : process.env.CRAB_TOKEN;
+    // A URL was asked for: no silent fallback to in-process work on this host.
+    return new HttpService({ url, token });
   }
-  return new LocalService(paths, progress);
+  const local = new HttpService({ socketPath: paths.socket });
+  return (await local.ping()) ? local : null;
+}
+
+/** The daemon's API when a daemon answers (see remoteDaemon), else in-process. */
+async function connect(): Promise<CrabService> {
+  return (await remoteDaemon()) ?? new LocalService(paths, progress);
 }
 
 function csv(v: string): string[] {
@@ -44,10 +60,11 @@ function size(v: string): number {
   return n;
 }
 
+/** `SRC:DST[:ro|:rw]`: read-only unless `:rw`. */
 function parseBind(v: string): BindMount {
-  const [source, target, ro, ...rest] = v.split(':');
-  if (!source || !target || rest.length || (ro !== undefined && ro !== 'ro')) throw new InvalidArgumentError('expected SRC:DST or SRC:DST:ro');
-  return { source: path.resolve(source), target, readonly: ro === 'ro' };
+  const [source, target, mode, ...rest] = v.split(':');
+  if (!source || !target || rest.length || (mode !== undefined && mode !== 'ro' && mode !== 'rw')) throw new InvalidArgumentError('expected SRC:DST, SRC:DST:ro or SRC:DST:rw');
+  return { source: path.resolve(source), target, readonly: mode !== 'rw' };
 }
 
 function positiveInt(v: string): number {
@@ -121,7 +138,7 @@ sandbox
   .option('--memory <size>', 'memory limit, e.g. 512m', size)
   .option('--pids <n>', 'process limit', positiveInt)
   .option('--ephemeral', 'remove it in `crab gc` once the creating process is gone')
-  .option('--bind <src:dst[:ro]>', 'bind a host directory into the sandbox (repeatable)', (v: string, acc: BindMount[]) => [...acc, parseBind(v)], [])
+  .option('--bind <src:dst[:ro|:rw]>', 'bind a host directory into the sandbox, read-only unless :rw (repeatable; nosuid, nodev)', (v: string, acc: BindMount[]) => [...acc, parseBind(v)], [])
   .option('--link', `a network link to the daemon's LLM proxy: an agent inside reaches it at http://${LINK_GATEWAY}:PORT/v1 and is known by its source address`)
   .option('--json', 'print JSON')
   .action(
@@ -308,8 +325,8 @@ store
 
 /** Commands that need the daemon's runtime (inspector, engine, proxy). */
 async function daemonApi(): Promise<HttpService> {
-  const remote = new HttpService({ socketPath: paths.socket });
-  if (process.env.CRAB_NO_DAEMON === '1' || !(await remote.ping())) {
+  const remote = await remoteDaemon();
+  if (!remote) {
     throw new CrabError('DAEMON_REQUIRED', 'unavailable', `no crab daemon answers on ${paths.socket}`, "Start one with 'crab daemon' (it runs the inspector, the engine and the proxy).");
   }
   return remote;
@@ -351,11 +368,12 @@ program
   .option('--json', 'print JSON')
   .action(
     action(async (id: string, o: { json?: boolean }) => {
-      const remote = new HttpService({ socketPath: paths.socket });
+      const remote = await remoteDaemon();
       let r: { checkpointId: string; turn: number | null; restoreMs: number };
-      if (process.env.CRAB_NO_DAEMON !== '1' && (await remote.ping())) {
+      if (remote) {
         r = await remote.request('POST', `/v1/sandboxes/${encodeURIComponent(id)}/recover`);
       } else {
+        checkId('sandbox', id);
         const local = new LocalService(paths, progress);
         const cr = await local.checkpointer();
         const head = await cr.head(id);
@@ -486,8 +504,11 @@ program
 program
   .command('daemon')
   .description('run the per-host daemon: owns all sandboxes, serves the API on a unix socket (0600)')
-  .option('--tcp <host:port>', 'also listen on TCP (requires --token or CRAB_TOKEN)')
-  .addOption(new Option('--token <token>', 'bearer token for the TCP listener').env('CRAB_TOKEN'))
+  .option('--tcp <host:port>', 'also listen on TCP (requires --token-file, --token or CRAB_TOKEN)')
+  .addOption(new Option('--token <token>', 'bearer token for the TCP listener (visible in ps: prefer --token-file)').env('CRAB_TOKEN'))
+  .addOption(new Option('--token-file <file>', 'read the bearer token from this file (mode 0600)').env('CRAB_TOKEN_FILE'))
+  .option('--bind-allow <dir>', 'API clients may bind (and import) host paths under this directory only (repeatable; without it: TCP clients none, the unix socket any outside CRAB_HOME and /proc, /sys, /dev)', (v: string, acc: string[]) => [...acc, v], [])
+  .option('--gate-limit-ms <ms>', 'longest an LLM response is held for its checkpoint; then it is released and the next checkpoint is full', positiveInt, DEFAULT_GATE_MAX_HOLD_MS)
   .option('--proxy-upstream <url>', 'run the LLM proxy in front of this upstream (OpenAI/Anthropic-compatible)')
   .option('--proxy-port <port>', 'port of the LLM proxy on 127.0.0.1 (default: any free port)', positiveInt)
   .option('--no-proxy-link', `do not serve in-sandbox agents on ${LINK_GATEWAY} (sandboxes created with --link)`)
@@ -495,13 +516,15 @@ program
   .option('--jobs <n>', 'checkpoint jobs at once (default: number of CPUs)', positiveInt)
   .option('--no-inspector', 'do not start the eBPF inspector (crab mode then takes full checkpoints)')
   .action(
-    action(async (o: { tcp?: string; token?: string; proxyUpstream?: string; proxyPort?: number; proxyLink: boolean; policy: 'fifo' | 'reactive'; jobs?: number; inspector: boolean }) => {
+    action(async (o: { tcp?: string; token?: string; tokenFile?: string; bindAllow: string[]; gateLimitMs: number; proxyUpstream?: string; proxyPort?: number; proxyLink: boolean; policy: 'fifo' | 'reactive'; jobs?: number; inspector: boolean }) => {
       let tcp: { host: string; port: number; token: string } | undefined;
       if (o.tcp) {
         const m = /^(.+):(\d+)$/.exec(o.tcp);
         if (!m) throw invalid('CLI_BAD_TCP', `--tcp wants host:port, got '${o.tcp}'`);
-        if (!o.token) throw invalid('CLI_TOKEN_REQUIRED', '--tcp needs a bearer token', 'Pass --token or set CRAB_TOKEN.');
-        tcp = { host: m[1]!, port: Number(m[2]), token: o.token };
+        if (o.token && o.tokenFile) throw invalid('CLI_TOKEN_TWICE', 'give the token once: --token-file or --token (CRAB_TOKEN), not both');
+        const token = o.tokenFile ? readTokenFile(o.tokenFile) : o.token;
+        if (!token) throw invalid('CLI_TOKEN_REQUIRED', '--tcp needs a bearer token', 'Pass --token-file FILE (mode 0600), or --token / CRAB_TOKEN.');
+        tcp = { host: m[1]!, port: Number(m[2]), token };
       }
       const log = rootLogger.child({ component: 'daemon' });
       if (!process.env.CRAB_LOG_LEVEL) log.level = 'info';
@@ -509,7 +532,9 @@ program
         paths,
         log,
         tcp,
+        bindAllow: o.bindAllow,
         host: {
+          gateLimitMs: o.gateLimitMs,
           policy: o.policy,
           maxConcurrentJobs: o.jobs,
           inspector: o.inspector,

@@ -24,8 +24,8 @@ export interface LlmProxyConfig {
   /** No upstream response head within this time: 504. Default 600 000 (long non-streamed completions). */
   upstreamTimeoutMs?: number;
   /**
-   * Longest a response is held by its gate; then it is released and the turn recorded as
-   * 'timeout'. Default: no limit (the gate must settle).
+   * Longest a response is held by its gate; then it is released, the turn recorded as 'timeout'
+   * and `hooks.onHoldLimit` called. Default DEFAULT_GATE_MAX_HOLD_MS; Infinity: no limit.
    */
   gateMaxHoldMs?: number;
   /** Turn records kept (oldest dropped first). Default 10 000. */
@@ -48,6 +48,9 @@ interface Gate {
   settled: Promise<void>;
 }
 
+/** Default hold limit of a gate: a checkpoint that takes longer is not worth an agent stuck for longer. */
+export const DEFAULT_GATE_MAX_HOLD_MS = 30_000;
+
 const DROP_REQUEST_HEADERS: ReadonlySet<string> = new Set(['host', SANDBOX_HEADER]);
 
 export class LlmProxy {
@@ -57,7 +60,7 @@ export class LlmProxy {
   private readonly agent: http.Agent;
   private readonly rules: readonly TurnRule[];
   private readonly timeoutMs: number;
-  private readonly maxHoldMs: number | undefined;
+  private readonly maxHoldMs: number;
   private readonly maxRecords: number;
   private readonly log: Logger;
   private readonly now: () => number;
@@ -80,7 +83,8 @@ export class LlmProxy {
         : new http.Agent({ keepAlive: true });
     this.rules = config.turnRules ?? DEFAULT_TURN_RULES;
     this.timeoutMs = config.upstreamTimeoutMs ?? 600_000;
-    this.maxHoldMs = config.gateMaxHoldMs;
+    this.maxHoldMs = config.gateMaxHoldMs ?? DEFAULT_GATE_MAX_HOLD_MS;
+    if (!(this.maxHoldMs > 0)) throw new CrabError('CONFIG_INVALID', 'invalid', `gate hold limit must be a positive number of ms, got ${config.gateMaxHoldMs}`);
     this.maxRecords = config.maxTurnRecords ?? 10_000;
     this.log = (deps.logger ?? rootLogger).child({ component: 'proxy' });
     this.now = deps.now ?? Date.now;
@@ -302,7 +306,7 @@ export class LlmProxy {
       this.log.warn({ err, sandboxId: record.sandboxId }, 'onResponseArrived threw');
     }
     if (record.gate === 'pending') {
-      if (this.maxHoldMs === undefined) {
+      if (this.maxHoldMs === Infinity) {
         await gate.settled;
       } else {
         let t: NodeJS.Timeout | undefined;
@@ -315,9 +319,14 @@ export class LlmProxy {
           record.gate = 'timeout';
           record.gateDetail = `gate did not settle within ${this.maxHoldMs} ms`;
           this.log.warn(
-            { sandboxId: record.sandboxId, turnIndex: record.turnIndex },
+            { sandboxId: record.sandboxId, turnIndex: record.turnIndex, maxHoldMs: this.maxHoldMs },
             'gate hold limit reached; releasing',
           );
+          try {
+            this.deps.hooks.onHoldLimit?.(record);
+          } catch (err) {
+            this.log.warn({ err, sandboxId: record.sandboxId }, 'onHoldLimit threw');
+          }
         }
       }
     }

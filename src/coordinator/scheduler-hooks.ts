@@ -12,8 +12,16 @@ import type { GateSettlement, TurnBoundary, TurnHooks } from './turn-hooks.js';
  */
 export type CheckpointPlanner<R> = (boundary: TurnBoundary) => (() => Promise<R>) | null;
 
-export function schedulerTurnHooks<R>(scheduler: HostScheduler<R>, plan: CheckpointPlanner<R>): TurnHooks {
+/**
+ * `onHoldLimit`: a turn's response was released by the gate hold limit before its checkpoint
+ * committed (counted in /metrics here; the caller makes the sandbox's next checkpoint full).
+ */
+export function schedulerTurnHooks<R>(scheduler: HostScheduler<R>, plan: CheckpointPlanner<R>, opts: { onHoldLimit?: (b: { sandboxId: string; turnIndex: number }) => void } = {}): TurnHooks {
   return {
+    onHoldLimit: (rec) => {
+      scheduler.observeHoldLimit();
+      opts.onHoldLimit?.(rec);
+    },
     onTurnBoundary: async (b): Promise<GateSettlement> => {
       const run = plan(b);
       if (run === null) return { outcome: 'skipped' };

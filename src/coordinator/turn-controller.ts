@@ -65,6 +65,11 @@ export class TurnController {
   /** Sandboxes whose next checkpoint must be full (a failed one lost its turn's effects). */
   private readonly forceFull = new Set<string>();
   /**
+   * Sandboxes whose gate hit the hold limit at this turn: the response went out before that turn's
+   * checkpoint committed, so every boundary after it is full until one such checkpoint commits.
+   */
+  private readonly heldTooLong = new Map<string, number>();
+  /**
    * Restored sandboxes whose next boundary rescans the whole writable layer: restored processes
    * ran before the inspector followed the new cgroup, so its path list may lack their writes.
    */
@@ -97,7 +102,16 @@ export class TurnController {
     await this.deps.inspector.add(sandboxId, { path: `/sys/fs/cgroup/unified/${CGROUP_PARENT}/${sandboxId}` });
   }
 
+  /**
+   * The gate of `turn` released its response at the hold limit, before the checkpoint committed:
+   * the sandbox's next boundary (a later turn) takes a full checkpoint, reason `gate-hold-limit`.
+   */
+  holdLimitExceeded(sandboxId: string, turn: number): void {
+    this.heldTooLong.set(sandboxId, Math.max(turn, this.heldTooLong.get(sandboxId) ?? turn));
+  }
+
   async detach(sandboxId: string): Promise<void> {
+    this.heldTooLong.delete(sandboxId);
     this.baselines.delete(sandboxId);
     this.previous.delete(sandboxId);
     this.interactions.delete(sandboxId);
@@ -138,8 +152,11 @@ export class TurnController {
     const mode = this.mode(sandboxId);
     const base = { sandboxId, turn, mode };
     if (mode === 'off' || mode === 'chat-only') return { ...base, decision: 'off', reasons: [], checkpoint: null };
+    const heldAt = this.heldTooLong.get(sandboxId);
+    const afterHoldLimit = heldAt !== undefined && turn > heldAt;
     if (mode === 'full' || opts.escalate) {
       const checkpoint = await this.deps.checkpointer.take(sandboxId, { kind: 'full', turn });
+      if (afterHoldLimit && this.heldTooLong.get(sandboxId) === heldAt) this.heldTooLong.delete(sandboxId);
       return { ...base, decision: 'full', reasons: [opts.escalate ? 'escalated' : 'mode-full'], checkpoint };
     }
     let decision: Granularity = 'skip';
@@ -184,6 +201,11 @@ export class TurnController {
         });
         decision = d.granularity;
         reasons = timeOnly?.timeOnly ? [...d.reasons, `time-only ${timeOnly.pids.join(',')}`] : d.reasons;
+        if (afterHoldLimit) {
+          // The agent had turn heldAt's response before its checkpoint committed: take everything.
+          decision = 'full';
+          reasons = [`gate-hold-limit ${heldAt}`, ...reasons.filter((r) => r !== 'first-boundary')];
+        }
         const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
         if (shellChanged && (decision === 'skip' || decision === 'fs')) {
           decision = 'fs';
@@ -226,6 +248,8 @@ export class TurnController {
       if (checkpoint) {
         this.forceFull.delete(sandboxId);
         this.rescanFs.delete(sandboxId);
+        // A hold limit hit at a turn after heldAt (meanwhile) still wants its own full checkpoint.
+        if (afterHoldLimit && this.heldTooLong.get(sandboxId) === heldAt) this.heldTooLong.delete(sandboxId);
       }
       if (pending && checkpoint) {
         // Processes are in this checkpoint: later turns are judged against it.

@@ -36,6 +36,13 @@ export interface TurnHooks {
   onResponseArrived(sandboxId: string, turnIndex: number): void;
   /** Optional: the turn's response was released to the agent (gate wait now known). */
   onTurnReleased?(record: Readonly<TurnRecord>): void;
+  /**
+   * Optional: the gate did not settle within the proxy's hold limit, so the response is released
+   * before the turn's checkpoint committed (`record.gate` is 'timeout'). The agent may now act on
+   * a state no checkpoint holds yet: the sandbox's next boundary should take a full checkpoint.
+   * Called once, before the release; never throws into the proxy (exceptions are logged).
+   */
+  onHoldLimit?(record: Readonly<TurnRecord>): void;
 }
 
 export type GateState = 'pending' | 'committed' | 'skipped' | 'failed' | 'timeout';

@@ -7,12 +7,13 @@ import fs from 'node:fs';
 import type { CrabPaths } from '../core/paths.js';
 import type { Logger } from '../core/log.js';
 import { CrabError, notFound } from '../core/errors.js';
+import { checkId } from '../core/ids.js';
 import { LocalService } from '../api/local-service.js';
 import type { Checkpointer } from '../checkpoint/checkpointer.js';
 import { EbpfInspector, DEFAULT_HELPER } from '../inspector/ebpf-inspector.js';
 import type { Inspector, TurnEffects } from '../inspector/inspector.js';
 import { TurnController, type BoundaryResult, type CheckpointMode } from '../coordinator/turn-controller.js';
-import { createLlmProxy, type LlmProxy } from '../coordinator/proxy.js';
+import { DEFAULT_GATE_MAX_HOLD_MS, createLlmProxy, type LlmProxy } from '../coordinator/proxy.js';
 import { schedulerTurnHooks } from '../coordinator/scheduler-hooks.js';
 import { createScheduler, type HostScheduler, type JobResult } from '../engine/scheduler.js';
 import { POLICIES, type SchedulingPolicy } from '../engine/policy.js';
@@ -32,6 +33,12 @@ export interface HostOptions {
   /** Start the LLM proxy in front of this upstream. */
   /** `link`: also listen on the sandbox link gateway for in-sandbox agents (default true). */
   proxy?: { upstreamUrl: string; port?: number; host?: string; link?: boolean };
+  /**
+   * Longest the proxy holds an LLM response for its turn's checkpoint (default
+   * DEFAULT_GATE_MAX_HOLD_MS, 30 s). Past it the response goes out, the turn's record says
+   * 'timeout', /metrics counts it, and the sandbox's next boundary takes a full checkpoint.
+   */
+  gateLimitMs?: number;
 }
 
 export interface RecoverResult {
@@ -102,12 +109,16 @@ export class CrabHost {
     if (opts.proxy) {
       const sandboxes = service.sandboxes;
       proxy = createLlmProxy(
-        { upstreamUrl: opts.proxy.upstreamUrl },
+        { upstreamUrl: opts.proxy.upstreamUrl, gateMaxHoldMs: opts.gateLimitMs ?? DEFAULT_GATE_MAX_HOLD_MS },
         {
-          hooks: schedulerTurnHooks(scheduler, (b) => {
-            const mode = controller.mode(b.sandboxId);
-            return mode === 'off' || mode === 'chat-only' ? null : () => controller.onBoundary(b.sandboxId, b.turnIndex);
-          }),
+          hooks: schedulerTurnHooks(
+            scheduler,
+            (b) => {
+              const mode = controller.mode(b.sandboxId);
+              return mode === 'off' || mode === 'chat-only' ? null : () => controller.onBoundary(b.sandboxId, b.turnIndex);
+            },
+            { onHoldLimit: (b) => controller.holdLimitExceeded(b.sandboxId, b.turnIndex) },
+          ),
           isKnownSandbox: (id) => fs.existsSync(sandboxes.dirs(id).record),
           // An agent inside a sandbox created with --link: its source address names the sandbox.
           sandboxByAddress: (addr) => leaseOwner(sandboxes.linkLeaseDir, addr.replace(/^::ffff:/, ''), sandboxes.linkScope) ?? undefined,
@@ -128,6 +139,7 @@ export class CrabHost {
 
   /** A turn boundary signalled directly (without the proxy): the checkpoint job, through the engine. */
   boundary(sandboxId: string, turn: number): Promise<JobResult<BoundaryResult>> {
+    this.service.sandboxes.record(sandboxId); // an unknown sandbox is a 404, not a failed job
     return this.scheduler.submit({ sandboxId, turnIndex: turn, run: () => this.controller.onBoundary(sandboxId, turn) });
   }
 
@@ -145,6 +157,7 @@ export class CrabHost {
 
   /** After a sandbox died: restore its newest checkpoint; says which turn it is back at. */
   async recover(sandboxId: string): Promise<RecoverResult> {
+    checkId('sandbox', sandboxId);
     const head = await this.checkpointer.head(sandboxId);
     if (!head) throw notFound('RECOVER_NO_CHECKPOINT', `sandbox '${sandboxId}' has no checkpoint to recover from`, 'Only sandboxes checkpointed at least once (mode full or crab) can be recovered.');
     const r = await this.checkpointer.restore(head, { force: true });
@@ -157,6 +170,7 @@ export class CrabHost {
 
   /** Spot preemption: a final full checkpoint within the grace window; says whether it made it. */
   async preempt(sandboxId: string, graceMs: number): Promise<{ madeIt: boolean; checkpointId: string | null; tookMs: number; error?: string }> {
+    this.service.sandboxes.record(sandboxId);
     const t0 = performance.now();
     const take = this.checkpointer.take(sandboxId, { kind: 'full', turn: null });
     const timer = new Promise<'late'>((r) => setTimeout(() => r('late'), graceMs).unref());
@@ -177,7 +191,7 @@ export class CrabHost {
     const image = this.service.sandboxes.paths.images;
     const packages = readImage(image, rec.image)?.packages ?? [];
     return buildTrace(this.proxy.turns(sandboxId), this.execJournal.get(sandboxId) ?? [], {
-      name: opts.name ?? sandboxId,
+      name: checkId('trace', opts.name ?? sandboxId),
       source: opts.source ?? `recorded by crab record from sandbox ${sandboxId} on ${new Date().toISOString().slice(0, 10)}`,
       packages,
     });

@@ -114,6 +114,7 @@ export class HostScheduler<R = unknown> {
   private readonly runHist: Histogram;
   private readonly gateHist: Histogram;
   private readonly gateOutcomes: Counter;
+  private readonly holdLimits: Counter;
 
   constructor(
     config: SchedulerConfig = {},
@@ -179,6 +180,13 @@ export class HostScheduler<R = unknown> {
     this.gateOutcomes = m.register(
       new Counter('crab_gate_releases_total', 'Gated responses released, by gate outcome.'),
     );
+    this.holdLimits = m.register(
+      new Counter(
+        'crab_gate_hold_limit_exceeded_total',
+        'Responses released by the gate hold limit before their checkpoint committed.',
+      ),
+    );
+    this.holdLimits.inc({}, 0); // present (as 0) before the first one, for alerts on its rate
   }
 
   /**
@@ -236,6 +244,11 @@ export class HostScheduler<R = unknown> {
   observeGateWait(ms: number, outcome = 'committed'): void {
     this.gateHist.observe(ms / 1000);
     this.gateOutcomes.inc({ outcome });
+  }
+
+  /** Counts a response released by the gate hold limit (for /metrics). */
+  observeHoldLimit(): void {
+    this.holdLimits.inc();
   }
 
   stats(): SchedulerStats {

@@ -14,6 +14,8 @@ interface Harness {
   url: string;
   boundaries: TurnBoundary[];
   arrivals: Array<{ sandboxId: string; turnIndex: number; at: number }>;
+  /** Turns whose gate hit the hold limit (onHoldLimit). */
+  holdLimits: Array<{ sandboxId: string; turnIndex: number; gate: string }>;
   /** What onTurnBoundary returns (default: an already resolved gate). */
   gate: (b: TurnBoundary) => TurnGate;
 }
@@ -30,6 +32,7 @@ async function harness(
     upstream,
     boundaries: [],
     arrivals: [],
+    holdLimits: [],
     gate: () => Promise.resolve(),
   } as unknown as Harness;
   h.proxy = createLlmProxy(
@@ -42,6 +45,7 @@ async function harness(
         },
         onResponseArrived: (sandboxId, turnIndex) =>
           h.arrivals.push({ sandboxId, turnIndex, at: performance.now() }),
+        onHoldLimit: (r) => h.holdLimits.push({ sandboxId: r.sandboxId, turnIndex: r.turnIndex, gate: r.gate }),
       },
       isKnownSandbox: (id) => KNOWN.has(id),
       sandboxByAddress: opts.byAddress,
@@ -276,6 +280,21 @@ test('gateMaxHoldMs releases a response whose gate never settles', async (t) => 
   const res = await rawRequest(`${h.url}/s/sb1/v1/messages`, { method: 'POST', body: '{}' });
   assert.equal(res.status, 200);
   assert.equal(h.proxy.turns()[0]!.gate, 'timeout');
+  assert.match(h.proxy.turns()[0]!.gateDetail ?? '', /within 50 ms/);
+  assert.deepEqual(h.holdLimits, [{ sandboxId: 'sb1', turnIndex: 0, gate: 'timeout' }], 'onHoldLimit called once, before the release');
+});
+
+test('the gate hold limit defaults to 30 s, and a gate that settles in time is not cut short', async (t) => {
+  const h = await harness(t);
+  const d = deferred();
+  h.gate = () => d.promise;
+  const pending = rawRequest(`${h.url}/s/sb1/v1/messages`, { method: 'POST', body: '{}' });
+  while (h.arrivals.length === 0) await sleep(5);
+  d.resolve();
+  assert.equal((await pending).status, 200);
+  assert.equal(h.proxy.turns()[0]!.gate, 'committed');
+  assert.deepEqual(h.holdLimits, []);
+  assert.throws(() => createLlmProxy({ upstreamUrl: h.upstream.url, gateMaxHoldMs: 0 }, { hooks: { onTurnBoundary: () => Promise.resolve(), onResponseArrived: () => undefined }, isKnownSandbox: () => true }), /hold limit/);
 });
 
 test('upstream 429 and 500 pass through with the same status and body', async (t) => {
