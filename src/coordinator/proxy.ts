@@ -161,7 +161,7 @@ export class LlmProxy {
       port: this.upstream.port || undefined,
       method,
       path: this.upstreamPrefix + target.forwardPath,
-      headers: [...filterRawHeaders(req.rawHeaders, DROP_REQUEST_HEADERS), 'Host', this.upstream.host],
+      headers: [...filterRawHeaders(req.rawHeaders, DROP_REQUEST_HEADERS), 'Host', this.upstream.host, ...bodyFraming(req)],
       agent: this.agent,
     });
     // pipe, not pipeline: a failed upstream must not destroy the agent's socket before the 502 is sent.
@@ -347,6 +347,17 @@ export class LlmProxy {
     record.end = end;
     record.completedAt = this.now();
   }
+}
+
+/**
+ * The framing a forwarded body needs. Transfer-Encoding is hop-by-hop, so it is dropped with the
+ * others; but node:http sends the body of a GET, DELETE or OPTIONS without any framing unless
+ * told, and the upstream would read a chunked body's bytes as the next request on the pooled
+ * connection (found by fuzzing: a sandbox could smuggle a request into a connection other
+ * sandboxes' requests reuse). A chunked body is forwarded chunked.
+ */
+function bodyFraming(req: http.IncomingMessage): string[] {
+  return req.headers['transfer-encoding'] !== undefined && req.headers['content-length'] === undefined ? ['Transfer-Encoding', 'chunked'] : [];
 }
 
 /** Factory: creates the proxy (not yet listening). */

@@ -1,6 +1,7 @@
 import test, { type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { pino } from 'pino';
@@ -478,4 +479,31 @@ test('an agent that hangs up while its response is held cancels the upstream req
   const rec = h.proxy.turns()[0]!;
   assert.equal(rec.end, 'aborted');
   assert.equal(rec.releasedAt, null);
+});
+
+test('a chunked body on a DELETE is forwarded chunked: its bytes never reach the upstream as a request of their own', async (t) => {
+  const h = await harness(t);
+  const smuggled = 'GET /smuggled HTTP/1.1\r\nHost: upstream\r\n\r\n';
+  const port = Number(new URL(h.url).port);
+  const answer = await new Promise<string>((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let text = '';
+    sock.on('data', (b: Buffer) => (text += b.toString()));
+    sock.on('close', () => resolve(text));
+    sock.on('error', reject);
+    sock.write(
+      `DELETE /s/sb1/v1/files/x HTTP/1.1\r\nHost: proxy\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`,
+    );
+  });
+  assert.match(answer, /^HTTP\/1\.1 200/);
+  // The upstream's pooled connection is free again: a second request must get its own answer.
+  const next = await rawRequest(`${h.url}/s/sb1/v1/models`);
+  assert.equal(next.status, 200);
+  assert.deepEqual(
+    h.upstream.received.map((r) => [r.method, r.url, r.body.toString()]),
+    [
+      ['DELETE', '/v1/files/x', smuggled],
+      ['GET', '/v1/models', ''],
+    ],
+  );
 });
