@@ -20,7 +20,10 @@ const FORMAT_HELP = `see shared/trace-format.md for the ${TRACE_FORMAT} format`;
 
 const nonNegInt = z.number({ error: 'expected a non-negative integer' }).int({ error: 'expected a non-negative integer' }).min(0, { error: 'expected a non-negative integer' });
 const exitCode = z.number({ error: 'expected an exit status (integer 0–255)' }).int({ error: 'expected an exit status (integer 0–255)' }).min(0, { error: 'expected an exit status (integer 0–255)' }).max(255, { error: 'expected an exit status (integer 0–255)' });
-const cmdText = z.string({ error: 'expected a non-empty string of shell text' }).min(1, { error: 'expected a non-empty string of shell text' });
+const cmdText = z
+  .string({ error: 'expected a non-empty string of shell text' })
+  .min(1, { error: 'expected a non-empty string of shell text' })
+  .refine((s) => !s.includes('\0'), { error: 'expected shell text without NUL characters (bash would drop them)' });
 const packageName = z.string({ error: 'expected a Debian package name (string)' }).regex(/^[a-z0-9][a-z0-9+.-]+$/, { error: 'expected a Debian package name matching /^[a-z0-9][a-z0-9+.-]+$/' });
 
 export const VerifyCmdSchema = z

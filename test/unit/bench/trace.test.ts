@@ -77,6 +77,7 @@ const BAD: Array<{ name: string; text: string; line: number; field: string; says
   { name: 'one-letter package', text: lines({ ...H, image: { base: 'debian-bookworm-minbase', packages: ['x'] } }, T(1)), line: 1, field: 'header.image.packages[0]' },
   { name: 'name with a path in it', text: lines({ ...H, name: '../../etc/passwd' }, T(1)), line: 1, field: 'header.name', says: /lower-case letters/ },
   { name: 'name with a NUL', text: lines({ ...H, name: 'a\u0000b' }, T(1)), line: 1, field: 'header.name' },
+  { name: 'a NUL in a command', text: lines(H, { ...T(1), actions: [{ cmd: 'ls\u0000x' }] }), line: 2, field: 'turns[1].actions[0].cmd', says: /NUL/ },
   { name: 'name of 10 kB', text: lines({ ...H, name: 'a'.repeat(10_000) }, T(1)), line: 1, field: 'header.name' },
   { name: 'unknown header field', text: lines({ ...H, extra: 1 }, T(1)), line: 1, field: 'header.extra', says: /unknown field/ },
   { name: 'unknown image field', text: lines({ ...H, image: { ...H.image, arch: 'amd64' } }, T(1)), line: 1, field: 'header.image.arch', says: /unknown field/ },
