@@ -126,7 +126,7 @@ export function createApp(service: CrabService, opts: AppOptions): Hono {
   });
   app.post('/v1/images/import', async (c) => {
     const b = await body(c, ImportImageBody);
-    const archive = hostPaths ? resolveHostPath(b.archivePath, hostPaths, 'image archive') : b.archivePath;
+    const archive = hostPaths ? resolveHostPath(b.archivePath, hostPaths, 'image archive', { regularFile: true }) : b.archivePath;
     return c.json(await service.importImage(b.name, archive), 201);
   });
 

@@ -63,8 +63,12 @@ export function checkPathText(p: unknown, what: string, code = 'INVALID_PATH'): 
   return p;
 }
 
-/** Resolves a host path the caller names and checks it against `policy`; returns the resolved path. */
-export function resolveHostPath(p: unknown, policy: HostPathPolicy, what: string): string {
+/**
+ * Resolves a host path the caller names and checks it against `policy` (and, with `regularFile`,
+ * that it is one: an archive that is a directory or a device is refused here, not by tar);
+ * returns the resolved path.
+ */
+export function resolveHostPath(p: unknown, policy: HostPathPolicy, what: string, opts: { regularFile?: boolean } = {}): string {
   const text = checkPathText(p, what, 'HOST_PATH_INVALID');
   let real: string;
   try {
@@ -76,6 +80,7 @@ export function resolveHostPath(p: unknown, policy: HostPathPolicy, what: string
   }
   const why = hostPathVerdict(real, { allow: policy.allow === null ? null : policy.allow.map(realOrSelf), home: realOrSelf(policy.home) });
   if (why !== null) throw invalid('HOST_PATH_NOT_ALLOWED', `${what} ${text}${real !== text ? ` (${real})` : ''} is not allowed: ${why}`, 'Name a directory under one the daemon allows (crab daemon --bind-allow DIR), outside CRAB_HOME and the kernel trees.');
+  if (opts.regularFile && !fs.statSync(real).isFile()) throw invalid('HOST_PATH_NOT_FILE', `${what} ${text} is not a regular file`, 'Name the archive file itself.');
   return real;
 }
 
