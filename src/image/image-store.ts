@@ -10,6 +10,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { CrabError, notFound } from '../core/errors.js';
 import { ID_PATTERN, checkId } from '../core/ids.js';
+import { rootLogger } from '../core/log.js';
 
 export const BASE_IMAGE = 'debian-bookworm-minbase';
 
@@ -101,7 +102,18 @@ export function listImages(imagesRoot: string): ImageInfo[] {
   return fs
     .readdirSync(imagesRoot)
     .filter((n) => !n.startsWith('.') && ID_PATTERN.test(n))
-    .map((n) => readImage(imagesRoot, n))
+    .map((n) => {
+      try {
+        return readImage(imagesRoot, n);
+      } catch (err) {
+        // One broken image (unreadable, or lower dirs outside Crab's) is refused when named; the listing goes on without it.
+        if (err instanceof CrabError && (err.code === 'IMAGE_CORRUPT' || err.code === 'IMAGE_BAD_LOWER')) {
+          rootLogger.warn({ image: n, code: err.code, msg: err.message }, 'image left out of the listing');
+          return null;
+        }
+        throw err;
+      }
+    })
     .filter((i): i is ImageInfo => i !== null)
     .sort((a, b) => a.name.localeCompare(b.name));
 }
