@@ -70,13 +70,16 @@ export function checkPathText(p: unknown, what: string, code = 'INVALID_PATH'): 
  */
 export function resolveHostPath(p: unknown, policy: HostPathPolicy, what: string, opts: { regularFile?: boolean } = {}): string {
   const text = checkPathText(p, what, 'HOST_PATH_INVALID');
+  // The kernel's trees are refused as written, before anything in them is looked up.
+  const denied = DENIED_HOST_TREES.find((t) => within(text, t));
+  if (denied) throw invalid('HOST_PATH_NOT_ALLOWED', `${what} ${text} is not allowed: it lies in ${denied}`, 'Name a directory outside /proc, /sys and /dev.');
   let real: string;
   try {
     real = fs.realpathSync(text);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP') throw invalid('HOST_PATH_MISSING', `${what} ${text} does not exist`, 'Create it first, or fix the path.');
-    throw err;
+    throw invalid('HOST_PATH_UNRESOLVABLE', `${what} ${text} cannot be resolved (${code ?? (err as Error).message})`, 'Name a path the daemon can read.');
   }
   const why = hostPathVerdict(real, { allow: policy.allow === null ? null : policy.allow.map(realOrSelf), home: realOrSelf(policy.home) });
   if (why !== null) throw invalid('HOST_PATH_NOT_ALLOWED', `${what} ${text}${real !== text ? ` (${real})` : ''} is not allowed: ${why}`, 'Name a directory under one the daemon allows (crab daemon --bind-allow DIR), outside CRAB_HOME and the kernel trees.');
