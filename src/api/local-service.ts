@@ -16,6 +16,7 @@ import { Checkpointer } from '../checkpoint/checkpointer.js';
 import { gcRootExpander } from '../fssnap/index.js';
 import type { CheckpointKind } from '../checkpoint/checkpoint.js';
 import { checkId } from '../core/ids.js';
+import { secureStateDir } from '../core/state-perms.js';
 import { BuildImageBody, CheckpointBody, CreateSandboxBody, ExecBody, ForkBody, ImportImageBody, RestoreBody, RollbackBody, parseInput } from './schemas.js';
 
 export class LocalService implements CrabService {
@@ -76,7 +77,11 @@ export class LocalService implements CrabService {
 
   /** The C/R chain, opened on first use (store directory and SQLite catalog). */
   checkpointer(): Promise<Checkpointer> {
-    this.cr ??= LocalContentStore.open(this.paths.store, { pageIndexPages: pageIndexBound(process.env.CRAB_PAGE_INDEX_PAGES) }).then((store) => new Checkpointer(this.sandboxes, store, SqliteCatalog.open(this.paths.catalog)));
+    this.cr ??= LocalContentStore.open(this.paths.store, { pageIndexPages: pageIndexBound(process.env.CRAB_PAGE_INDEX_PAGES) }).then((store) => {
+      const cr = new Checkpointer(this.sandboxes, store, SqliteCatalog.open(this.paths.catalog));
+      secureStateDir(this.paths.home); // the catalog's files, just made with the process's umask
+      return cr;
+    });
     return this.cr;
   }
 

@@ -84,7 +84,8 @@ export class SandboxManager {
   constructor(readonly paths: CrabPaths) {
     // Before anything is created in it: CRAB_HOME and its top-level entries private (0700/0600).
     secureStateDir(paths.home);
-    for (const d of [paths.run, paths.sandboxes]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+    // Made here, 0700, before any part makes them with its own umask.
+    for (const d of [paths.run, paths.sandboxes, paths.images, paths.store, paths.tmp, path.join(paths.home, 'layers')]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
     this.runc = new Runc(path.join(paths.run, 'runc'), path.join(paths.run, 'logs'));
   }
 
