@@ -20,6 +20,7 @@ import { diffSnapshots, netCountersDigest, procChannels, refreshIoCounters, snap
 import { changedSurvivors, judgeTimeOnly, type TimeOnlyVerdict } from '../inspector/time-only.js';
 import { processesConnectedTo, type Endpoint } from '../inspector/agent-probe.js';
 import { replayScript } from '../sandbox/shell-replay.js';
+import { HoldLedger } from './hold-ledger.js';
 
 export type CheckpointMode = 'off' | 'chat-only' | 'full' | 'crab';
 export const CHECKPOINT_MODES: readonly CheckpointMode[] = ['off', 'chat-only', 'full', 'crab'];
@@ -64,11 +65,8 @@ export class TurnController {
   private readonly interactions = new Map<string, number>();
   /** Sandboxes whose next checkpoint must be full (a failed one lost its turn's effects). */
   private readonly forceFull = new Set<string>();
-  /**
-   * Sandboxes whose gate hit the hold limit at this turn: the response went out before that turn's
-   * checkpoint committed, so every boundary after it is full until one such checkpoint commits.
-   */
-  private readonly heldTooLong = new Map<string, number>();
+  /** Turns whose gate hit the hold limit: the next boundary after each takes a full checkpoint. */
+  private readonly heldTooLong = new HoldLedger();
   /**
    * Restored sandboxes whose next boundary rescans the whole writable layer: restored processes
    * ran before the inspector followed the new cgroup, so its path list may lack their writes.
@@ -107,11 +105,11 @@ export class TurnController {
    * the sandbox's next boundary (a later turn) takes a full checkpoint, reason `gate-hold-limit`.
    */
   holdLimitExceeded(sandboxId: string, turn: number): void {
-    this.heldTooLong.set(sandboxId, Math.max(turn, this.heldTooLong.get(sandboxId) ?? turn));
+    this.heldTooLong.add(sandboxId, turn);
   }
 
   async detach(sandboxId: string): Promise<void> {
-    this.heldTooLong.delete(sandboxId);
+    this.heldTooLong.forget(sandboxId);
     this.baselines.delete(sandboxId);
     this.previous.delete(sandboxId);
     this.interactions.delete(sandboxId);
@@ -152,11 +150,11 @@ export class TurnController {
     const mode = this.mode(sandboxId);
     const base = { sandboxId, turn, mode };
     if (mode === 'off' || mode === 'chat-only') return { ...base, decision: 'off', reasons: [], checkpoint: null };
-    const heldAt = this.heldTooLong.get(sandboxId);
-    const afterHoldLimit = heldAt !== undefined && turn > heldAt;
+    const held = this.heldTooLong.before(sandboxId, turn);
+    const afterHoldLimit = held.length > 0;
     if (mode === 'full' || opts.escalate) {
       const checkpoint = await this.deps.checkpointer.take(sandboxId, { kind: 'full', turn });
-      if (afterHoldLimit && this.heldTooLong.get(sandboxId) === heldAt) this.heldTooLong.delete(sandboxId);
+      this.heldTooLong.settle(sandboxId, held);
       return { ...base, decision: 'full', reasons: [opts.escalate ? 'escalated' : 'mode-full'], checkpoint };
     }
     let decision: Granularity = 'skip';
@@ -202,9 +200,9 @@ export class TurnController {
         decision = d.granularity;
         reasons = timeOnly?.timeOnly ? [...d.reasons, `time-only ${timeOnly.pids.join(',')}`] : d.reasons;
         if (afterHoldLimit) {
-          // The agent had turn heldAt's response before its checkpoint committed: take everything.
+          // The agent had those turns' responses before their checkpoints committed: take everything.
           decision = 'full';
-          reasons = [`gate-hold-limit ${heldAt}`, ...reasons.filter((r) => r !== 'first-boundary')];
+          reasons = [`gate-hold-limit ${held.join(',')}`, ...reasons.filter((r) => r !== 'first-boundary')];
         }
         const shellChanged = !!baseline && Object.entries(shells).some(([n, st]) => baseline.shells[n] !== st);
         if (shellChanged && (decision === 'skip' || decision === 'fs')) {
@@ -248,8 +246,7 @@ export class TurnController {
       if (checkpoint) {
         this.forceFull.delete(sandboxId);
         this.rescanFs.delete(sandboxId);
-        // A hold limit hit at a turn after heldAt (meanwhile) still wants its own full checkpoint.
-        if (afterHoldLimit && this.heldTooLong.get(sandboxId) === heldAt) this.heldTooLong.delete(sandboxId);
+        this.heldTooLong.settle(sandboxId, held);
       }
       if (pending && checkpoint) {
         // Processes are in this checkpoint: later turns are judged against it.
