@@ -144,7 +144,11 @@ export async function startProxyFuzzTarget(opts: { maxMs?: number } = {}): Promi
     if (forwarded.length === 1 && !c.malformed && !forwarded[0]!.body.equals(c.body)) fail(`the upstream received a ${forwarded[0]!.body.length}-byte body for a ${c.body.length}-byte one`);
     for (const f of forwarded) {
       if (Object.keys(f.headers).some((h) => h.toLowerCase() === 'x-crab-sandbox')) fail('X-Crab-Sandbox was forwarded upstream');
-      if (/^\/s\//.test(f.url)) fail(`the /s/<id> prefix was forwarded upstream: ${f.url.slice(0, 100)}`);
+      // The /s/<id> prefix is Crab's and stripped; the rest (which may itself start with /s/) goes as it came.
+      const target = c.target.startsWith('/') ? c.target : `/${c.target}`; // the proxy roots a target that is not a path ('*', absolute-form)
+      const m = /^\/s\/([^/?]*)(.*)$/s.exec(target);
+      const want = m ? (m[2]!.startsWith('/') ? m[2]! : `/${m[2]!}`) : target;
+      if (!c.malformed && f.url !== want) fail(`forwarded as ${JSON.stringify(f.url.slice(0, 100))}, not ${JSON.stringify(want.slice(0, 100))}`);
     }
     if (r.status === null) {
       // Node's parser closes on what it cannot parse (CONNECT, an upgrade, bad bytes); anything else must be answered.
