@@ -185,7 +185,7 @@ export async function runBench(traces: Trace[], opts: BenchOptions, progress: (m
 }
 
 /** Niceness of the fault hosts (and so of their sandboxes): the overhead runs alongside go first. */
-const FAULT_HOST_NICE = 10;
+const FAULT_HOST_NICE = 5;
 
 /**
  * Runs the fault runs `concurrency` at a time, each worker on a host of its own, made on first

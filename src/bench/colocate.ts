@@ -43,7 +43,7 @@ export interface ColocatedHostFigures {
   sandboxes: number;
   correct: number;
   incorrect: Array<{ sandbox: number; reason: string }>;
-  /** Agent time in turns (request sent → actions done), outside recoveries, summed. */
+  /** Agent time in turns (request sent → actions done) that no crash cut, summed over the turns the none twins also have. */
   turn_ms: number;
   overhead_vs_none: number | null;
   gate_wait_ms: { p50: number; p99: number; max: number; count: number };
@@ -72,7 +72,11 @@ interface Agent {
   id: string;
   trace: Trace;
   answered: number;
-  turnMs: number;
+  /** Agent time of each turn outside recoveries (request sent → actions done); absent for a turn a crash cut. */
+  turnMs: Array<number | undefined>;
+  /** Resolves once the sandbox is made and set up (crashes are aimed at sessions, not set-ups). */
+  started: Promise<void>;
+  markStarted: () => void;
   extraWaits: number[];
   restoreMs: number[];
   rerun: number;
@@ -140,7 +144,12 @@ export async function runColocated(opts: ColocateOptions, progress: (m: string) 
   };
   const hosts = [new CrashingHost('reactive', await start('reactive', 'reactive'), 'crab'), new CrashingHost('fifo', await start('fifo', 'fifo'), 'crab'), new CrashingHost('none', await start('none', 'reactive'), 'off')];
   const sessions = Array.from({ length: opts.sandboxes }, (_, i) => generateSession(`colo-${i}`, seed * 1000 + i, opts.turns));
-  const agents = new Map<CrashingHost, Agent[]>(hosts.map((h) => [h, sessions.map((trace, index) => ({ index, id: `colo-${h.name}-${index}-${process.pid.toString(36)}`, trace, answered: 0, turnMs: 0, extraWaits: [], restoreMs: [], rerun: 0, reason: null, final: null }))]));
+  const agent = (h: CrashingHost, trace: Trace, index: number): Agent => {
+    let markStarted!: () => void;
+    const started = new Promise<void>((r) => (markStarted = r));
+    return { index, id: `colo-${h.name}-${index}-${process.pid.toString(36)}`, trace, answered: 0, turnMs: [], started, markStarted, extraWaits: [], restoreMs: [], rerun: 0, reason: null, final: null };
+  };
+  const agents = new Map<CrashingHost, Agent[]>(hosts.map((h) => [h, sessions.map((trace, index) => agent(h, trace, index))]));
   const meanTurnMs = (2000 + 2500 / 2) * opts.latencyScale + 50;
   const expectedMs = opts.turns * meanTurnMs;
   const wall = new Map<CrashingHost, number>();
@@ -150,6 +159,7 @@ export async function runColocated(opts: ColocateOptions, progress: (m: string) 
       .map(async (h) => {
         const rand = seededRandom(seed + h.name.length);
         const at = Array.from({ length: opts.crashes }, () => 0.1 + 0.8 * rand()).sort((a, b) => a - b);
+        await Promise.all(agents.get(h)!.map((a) => a.started));
         let waited = 0;
         for (const frac of at) {
           await sleep(Math.max(0, frac * expectedMs - waited));
@@ -183,8 +193,17 @@ export async function runColocated(opts: ColocateOptions, progress: (m: string) 
       if (why) incorrect.push({ sandbox: a.index, reason: why });
     }
     const waits = [...h.records.values()].flat().map((r) => r.gateWaitMs ?? 0);
-    const turnMs = as.reduce((s, a) => s + a.turnMs, 0);
-    const noneMs = none.reduce((s, a) => s + a.turnMs, 0);
+    // turn by turn, the same turns of the same sessions: a turn a crash cut counts on neither side
+    let turnMs = 0;
+    let noneMs = 0;
+    for (const a of as) {
+      a.turnMs.forEach((ms, t) => {
+        const twin = none[a.index]!.turnMs[t];
+        if (ms === undefined || twin === undefined) return;
+        turnMs += ms;
+        noneMs += twin;
+      });
+    }
     const restores = as.flatMap((a) => a.restoreMs);
     return {
       host: h.name,
@@ -288,9 +307,8 @@ async function runAgent(h: CrashingHost, a: Agent, opts: ColocateOptions): Promi
     }
   };
   try {
-    await crashSafe(create).then(async (ok) => {
-      if (!ok) await crashSafe(create); // crashed before its first checkpoint: start again
-    });
+    // crashed before its first checkpoint: the recovery made it anew (RECOVER_NO_CHECKPOINT)
+    await crashSafe(create).finally(() => a.markStarted());
     let turn = 1;
     while (turn <= tr.turns.length + 1) {
       if (opts.signal?.aborted) throw new AgentFailure('stopped');
@@ -305,7 +323,7 @@ async function runAgent(h: CrashingHost, a: Agent, opts: ColocateOptions): Promi
         turn = a.answered + 1;
         continue;
       }
-      a.turnMs += performance.now() - t0;
+      a.turnMs[turn] = performance.now() - t0;
       turn++;
     }
     for (const v of tr.header.verify) {
@@ -317,6 +335,8 @@ async function runAgent(h: CrashingHost, a: Agent, opts: ColocateOptions): Promi
     for (const c of cks) h.checkpoints[c.kind]++;
   } catch (err) {
     a.reason = err instanceof AgentFailure ? err.message : `error: ${(err as Error).message}`;
+  } finally {
+    a.markStarted();
   }
 }
 
