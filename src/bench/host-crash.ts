@@ -104,7 +104,10 @@ export async function killCgroup(freezerDir: string, pidsDir: string): Promise<v
  * The crash of a host whose daemon runs in the `host` cgroups, with sandboxes `ids` under
  * `paths`: all their processes at once, then each sandbox's volatile and local state.
  */
-export async function crashSandboxes(paths: CrabPaths, ids: readonly string[], host: { hostFreezer: string; hostPids: string }): Promise<CrashReport> {
+export async function crashSandboxes(paths: CrabPaths, known: readonly string[], host: { hostFreezer: string; hostPids: string }): Promise<CrashReport> {
+  // a sandbox the daemon was making or removing may have runc state and no directory (or the reverse)
+  const runcRoot = path.join(paths.run, 'runc');
+  const ids = [...new Set([...known, ...(fs.existsSync(runcRoot) ? fs.readdirSync(runcRoot) : [])])];
   const sandboxFreezers = ids.map((id) => path.dirname(freezerStateFile(id)));
   const sandboxProcs = ids.map((id) => path.join('/sys/fs/cgroup/pids', CGROUP_PARENT, id, 'cgroup.procs'));
   const k = await killFrozenSet([host.hostFreezer, ...sandboxFreezers], [path.join(host.hostPids, 'cgroup.procs'), ...sandboxProcs]);
@@ -121,15 +124,17 @@ async function discardSandbox(paths: CrabPaths, id: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // a half-made sandbox has no record yet
   }
+  // runc mounts the rootfs at criu-root in its state dir while CRIU dumps or restores: a crash then leaves it
+  const runcDir = path.join(paths.run, 'runc', id);
   const mounts = fs
     .readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .map((l) => l.split(' ')[4])
-    .filter((t): t is string => !!t && t.startsWith(root + path.sep))
+    .filter((t): t is string => !!t && (t.startsWith(root + path.sep) || t.startsWith(runcDir + path.sep)))
     .sort((a, b) => b.length - a.length);
   for (const t of mounts) await unmount(t);
   if (link) await removeLinkDevices(link);
-  await fs.promises.rm(path.join(paths.run, 'runc', id), { recursive: true, force: true });
+  await fs.promises.rm(runcDir, { recursive: true, force: true });
   const left = removeCgroupDirs(id);
   if (left.length) throw new CrabError('BENCH_CRASH_INCOMPLETE', 'internal', `cgroups of ${id} still in use after the crash: ${left.join(', ')}`, 'A process outlived the crash.');
   await fs.promises.rm(root, { recursive: true, force: true });
