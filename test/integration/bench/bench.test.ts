@@ -46,7 +46,7 @@ describe('crab bench (bench hosts: real daemons, proxy, engine, runc + CRIU; hos
   });
 
   test('a host crash at every turn: crab and full recover from the store alone through a fresh daemon; the paper charge; nothing is left', async () => {
-    const rep = await runBench([trace(name)], { ...base, modes: ['none', 'chat-only', 'full', 'crab'], faults: { kind: 'every-turn' }, latencyScale: 0.05, overheadScale: 0.05, concurrency: 2 });
+    const rep = await runBench([trace(name)], { ...base, modes: ['none', 'chat-only', 'full', 'crab'], faults: { kind: 'every-turn' }, latencyScale: 0.05, overheadScale: 0.05, concurrency: 3 });
     assert.equal(rep.stopped, undefined);
     assert.equal(rep.options.fault_kind, 'host-crash');
     const crab = rep.runs.filter((r) => r.mode === 'crab');
