@@ -175,7 +175,16 @@ export function createApp(service: CrabService, opts: AppOptions): Hono {
       return c.text(host.record(id, { name: q.name }), 200, { 'content-type': 'application/jsonl' });
     });
     app.get('/metrics', (c) => c.text(host.metrics(), 200, { 'content-type': 'text/plain; version=0.0.4' }));
-    app.get('/v1/proxy', (c) => c.json({ url: host.proxyUrl, turns: host.proxy?.turns() ?? [] }));
+    // ?sandbox=ID: that sandbox's turns only (a bench of 64 sandboxes asks per sandbox)
+    app.get('/v1/proxy', (c) => c.json({ url: host.proxyUrl, turns: host.proxy?.turns(c.req.query('sandbox')) ?? [] }));
+    // After a recovery the agent re-runs turns without LLM requests: its next request is this boundary.
+    app.put('/v1/sandboxes/:id/next-turn', async (c) => {
+      const id = c.req.param('id');
+      const { turn } = await body(c, BoundaryBody);
+      host.service.sandboxes.record(id);
+      host.proxy?.setNextTurnIndex(id, turn);
+      return c.json({ ok: true });
+    });
   }
 
   app.post('/v1/sandboxes/:id/checkpoints', async (c) => {

@@ -157,3 +157,13 @@ export function stateDifference(want: FinalState, got: FinalState, noise: Noise 
   if (!noise.shell && want.shell !== got.shell) return 'shell state (cwd, variables, functions, jobs) differs';
   return null;
 }
+
+/** Everything any of the noises counts as noise. */
+export function mergeNoise(...noises: Noise[]): Noise {
+  return {
+    paths: new Set(noises.flatMap((n) => [...n.paths])),
+    volatileDirs: new Set(noises.flatMap((n) => [...n.volatileDirs])),
+    processes: noises.some((n) => n.processes),
+    shell: noises.some((n) => n.shell),
+  };
+}

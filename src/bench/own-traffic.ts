@@ -6,8 +6,13 @@
  * it were alone: a chunk costs its stored (compressed) size the first time the run uses it, pro
  * rata of the pages it uses when it names only some (page extents, delta bases).
  *
- * A conventional full-per-turn C/R shares nothing between checkpoints: `wholeTraffic` charges
- * each checkpoint everything it holds, as if written self-contained with the same compression.
+ * Three charges per checkpoint (README, "How traffic is counted"):
+ * - `paperTraffic`, the paper's full-per-turn runtime: a CRIU dump of the processes, its images
+ *   whole as CRIU writes them (uncompressed), plus a ZFS snapshot of the file system, which stores
+ *   only what changed since the previous snapshot: here the files whose content changed, whole.
+ * - `wholeTraffic`: everything the checkpoint holds, compressed like the store's chunks, nothing
+ *   shared with the checkpoints before it (a self-contained full checkpoint).
+ * - `ownTraffic`: into a deduplicating store of the run's own (Crab's store).
  */
 import fs from 'node:fs';
 import type { CheckpointRecord } from '../checkpoint/checkpoint.js';
@@ -74,10 +79,50 @@ export function wholeTraffic(checkpoints: readonly ChunkUses[], size: (d: Digest
   return checkpoints.map((uses) => ownTraffic([uses], size, pagesOf)[0]!);
 }
 
-/** What a run's checkpoints cost: into a deduplicating store of the run's own, and each written whole. */
+/** A file of a checkpoint's file system, for `paperTraffic`: what its content is, and its size. */
+export interface PaperFile {
+  content: string;
+  size: number;
+  /** Entries of one hard-link group are one file (charged once). */
+  linkGroup?: number;
+}
+
+/** What `paperTraffic` needs of a checkpoint: its own process image's bytes (0 when it reuses an earlier one), and its files. */
+export interface PaperCheckpoint {
+  imageBytes: number;
+  files: ReadonlyMap<string, PaperFile>;
+}
+
+/**
+ * Bytes charged to each checkpoint as the paper's full-per-turn runtime writes it: the CRIU
+ * images it dumped, whole and uncompressed, plus every file whose content is new since the
+ * run's previous checkpoint (a ZFS snapshot stores changed blocks; a changed file is charged
+ * whole). The first checkpoint pays for every file it holds. Metadata (modes, times,
+ * directories, whiteouts) is charged nothing.
+ */
+export function paperTraffic(checkpoints: readonly PaperCheckpoint[]): number[] {
+  let prev: ReadonlyMap<string, PaperFile> = new Map();
+  return checkpoints.map((ck) => {
+    let files = 0;
+    const groups = new Set<number>();
+    for (const [p, f] of ck.files) {
+      if (prev.get(p)?.content === f.content) continue;
+      if (f.linkGroup !== undefined) {
+        if (groups.has(f.linkGroup)) continue;
+        groups.add(f.linkGroup);
+      }
+      files += f.size;
+    }
+    prev = ck.files;
+    return ck.imageBytes + files;
+  });
+}
+
+/** What a run's checkpoints cost: into a deduplicating store of the run's own, each written whole, and as the paper's runtime writes them. */
 export interface RunTraffic {
   own: number[];
   whole: number[];
+  paper: number[];
 }
 
 /**
@@ -97,10 +142,13 @@ const chunkPages = new Map<Digest, number>();
  * their manifests and process images from the store. A chunk gone from the store counts 0 (it
  * cannot be sized).
  */
-export async function runTraffic(store: LocalContentStore, checkpoints: ReadonlyArray<Pick<CheckpointRecord, 'fsManifest' | 'processImage'>>): Promise<RunTraffic> {
+export async function runTraffic(store: LocalContentStore, checkpoints: ReadonlyArray<Pick<CheckpointRecord, 'id' | 'fsManifest' | 'processImage' | 'processImageFrom'>>): Promise<RunTraffic> {
   const all: ChunkUses[] = [];
   const allWhole: ChunkUses[] = [];
+  const paper: PaperCheckpoint[] = [];
   for (const ck of checkpoints) {
+    const files = new Map<string, PaperFile>();
+    let imageBytes = 0;
     const uses: ChunkUses = new Map();
     // Written whole, a page stored as an XOR delta is a page like its base: charged as the base's page.
     const whole: ChunkUses = new Map();
@@ -111,12 +159,20 @@ export async function runTraffic(store: LocalContentStore, checkpoints: Readonly
     if (ck.fsManifest) {
       const manifest = ck.fsManifest;
       both((m) => useWhole(m, manifest));
-      for (const d of manifestDigests(await loadManifest(store, manifest))) both((m) => useWhole(m, d));
+      const loaded = await loadManifest(store, manifest);
+      for (const d of manifestDigests(loaded)) both((m) => useWhole(m, d));
+      for (const e of loaded.entries) {
+        if (e.type !== 'file') continue;
+        files.set(e.path, { content: e.sha256 ?? JSON.stringify(e.recipe?.chunks ?? []), size: e.size, linkGroup: e.linkGroup });
+      }
     }
     if (ck.processImage) {
       const image = ck.processImage;
       both((m) => useWhole(m, image));
-      for (const e of (await store.getJson<DirRecipe>(image)).entries) {
+      const recipe = await store.getJson<DirRecipe>(image);
+      // an fs checkpoint names the image an earlier one dumped: the paper's runtime dumps every time, but crab's fs checkpoints do not
+      if (ck.processImageFrom === ck.id) imageBytes = recipe.logicalBytes;
+      for (const e of recipe.entries) {
         if (e.type !== 'file') continue;
         const r = e.recipe;
         if (!r.extents) {
@@ -135,6 +191,7 @@ export async function runTraffic(store: LocalContentStore, checkpoints: Readonly
     }
     all.push(uses);
     allWhole.push(whole);
+    paper.push({ imageBytes, files });
   }
   const counts = new Map<Digest, number>();
   for (const uses of [...all, ...allWhole]) {
@@ -158,5 +215,5 @@ export async function runTraffic(store: LocalContentStore, checkpoints: Readonly
     }
   };
   const pagesOf = (d: Digest) => counts.get(d) ?? 1;
-  return { own: ownTraffic(all, size, pagesOf), whole: wholeTraffic(allWhole, size, pagesOf) };
+  return { own: ownTraffic(all, size, pagesOf), whole: wholeTraffic(allWhole, size, pagesOf), paper: paperTraffic(paper) };
 }

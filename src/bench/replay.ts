@@ -1,88 +1,45 @@
 /**
- * @module One replay of a trace in one mode with at most one fault, against a real sandbox, with
- * the LLM side going through Crab's proxy (so turn boundaries are real proxied requests).
+ * @module One replay of a trace in one mode with at most one fault, against a real sandbox on a
+ * bench host (a `crab daemon` process, `daemon-host.ts`), with the LLM side going through the
+ * daemon's proxy (so turn boundaries are real proxied requests). The replay is the agent
+ * framework: it only talks to the daemon's API and proxy, and after a host crash it knows only
+ * what the agent itself knows (its conversation) and what the fresh daemon tells it.
  * See ../../shared/trace-format.md for the order of events and the recovery rules.
  */
-import { noteSandboxCpu, span } from '../core/prof.js';
 import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CrabHost } from '../daemon/host.js';
+import { span } from '../core/prof.js';
+import { rootLogger } from '../core/log.js';
 import type { CheckpointMode } from '../coordinator/turn-controller.js';
 import type { TurnRecord } from '../coordinator/turn-hooks.js';
 import type { ExecResult } from '../sandbox/channel.js';
+import { freezerStateFile, hostPidsOf } from '../sandbox/cgroup.js';
 import type { Action, Trace } from './trace.js';
 import type { ReplayPayload } from './replay-upstream.js';
-import { finalState, stateDifference, type FinalState, type Noise } from './final-state.js';
-import { runTraffic, writtenBytes } from './own-traffic.js';
-import { rootLogger } from '../core/log.js';
+import { finalState } from './final-state.js';
+import type { DaemonHost } from './daemon-host.js';
+import { faultLabel, type Fault } from './faults.js';
+import { memoryPressure, pressureNote } from './memory-limit.js';
+import { collectFigures, emptyResult, notePressure, type BenchMode, type RunResult } from './run-result.js';
+
+export { BENCH_MODES, percentile, type BenchMode, type RunResult } from './run-result.js';
 
 const log = rootLogger.child({ component: 'bench' });
 
-
-export type BenchMode = 'none' | 'chat-only' | 'full' | 'crab';
-export const BENCH_MODES: readonly BenchMode[] = ['none', 'chat-only', 'full', 'crab'];
-
-/** A fault: kill the sandbox after turn K's actions, or in the middle of turn K's LLM wait. */
-export interface Fault {
-  turn: number;
-  when: 'after-actions' | 'mid-wait';
-}
-
-export const faultLabel = (f: Fault | null) => (f ? `${f.when}:${f.turn}` : 'none');
+/** Replays get this much memory unless told otherwise: real builds (a C++ compiler on catch.hpp) fit. */
+export const DEFAULT_REPLAY_MEMORY_BYTES = 2 * 2 ** 30;
 
 export interface RunSpec {
   trace: Trace;
   mode: BenchMode;
   fault: Fault | null;
   latencyScale: number;
-  /** A second no-fault run of the reference (reported with fault 'none-repeat'). */
-  repeat?: boolean;
-  /** Its checkpoint jobs go before other runs' (host.prioritySandboxes): the overhead runs. */
-  priority?: boolean;
-}
-
-export interface RunResult {
-  trace: string;
-  mode: BenchMode;
-  fault: string;
-  latency_scale: number;
-  correct: boolean;
-  reason: string | null;
-  wall_ms: number;
-  /**
-   * What the mode's checkpoints write (`writtenBytes`): full's each whole, as a conventional C/R
-   * writes them; crab's into a deduplicating store of the run's own.
-   */
-  ckpt_bytes: number;
-  /** What the checkpoints would write to a deduplicating store of their own (`own-traffic.ts`): shared content is charged to every run that uses it. */
-  ckpt_dedup_bytes: number;
-  /** What they would write as full checkpoints, each whole, nothing shared between them (`wholeTraffic`). */
-  ckpt_whole_bytes: number;
-  /** What the checkpoints actually wrote to the shared store (depends on which run stored shared content first). */
-  ckpt_store_bytes: number;
-  /** `ckpt_bytes` of the checkpoints at boundaries 1..N: what the agent's turns cost, the setup's base checkpoint left out. */
-  ckpt_bytes_turns: number;
-  /** The same for `ckpt_dedup_bytes`. */
-  ckpt_dedup_bytes_turns: number;
-  /** What the checkpoints hold (files + process images) before dedup. */
-  ckpt_logical_bytes: number;
-  /** Checkpoints by kind over all boundaries, the first (boundary 0: the setup, before turn 1) included. */
-  ckpts: { full: number; process: number; fs: number; skip: number };
-  /**
-   * Agent turns (boundaries 1..N: boundary k judges what turn k did) and how many of them took no
-   * checkpoint. Boundary 0 holds the setup, not a turn: every mode takes its base checkpoint there.
-   */
-  turns: { judged: number; skipped: number };
-  /** Every checkpoint the run took: at which boundary, of which kind, its new bytes and why. */
-  checkpoints: Array<{ turn: number | null; kind: string; new_bytes: number; store_new_bytes: number; reasons: string[] }>;
-  gate_wait_ms: { p50: number; p99: number };
-  gate_waits: number[];
-  restore_ms: number | null;
-  turns_rerun: number;
-  tokens_wasted: number;
-  /** New bytes per boundary index (traffic per turn), for the charts. */
-  bytes_per_turn: number[];
-  final?: FinalState;
+  /** The label of a no-fault run (`none`, `none-repeat`, `none#2`…); fault runs are labelled by their fault. */
+  label?: string;
+  /** The sandbox's memory limit (default DEFAULT_REPLAY_MEMORY_BYTES). */
+  memoryBytes?: number;
 }
 
 const SESSION = 'agent';
@@ -92,63 +49,60 @@ function sandboxName(spec: RunSpec): string {
   return `bench-${spec.trace.header.name.replace(/[^a-z0-9-]/g, '').slice(0, 30)}-${h}`;
 }
 
-export function percentile(xs: number[], p: number): number {
-  if (xs.length === 0) return 0;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
 class RunFailure extends Error {}
 
-export interface Reference {
-  state: FinalState;
-  /** What differs between two no-fault runs: run-dependent content, not judged. */
-  noise: Noise;
+/** The fault's host crash cut the replay short: recover. */
+class Crashed extends Error {}
+
+/** Whether the daemon is checkpointing the sandbox now: its cgroup frozen, or a dump's scratch dir there. */
+function busyWith(host: DaemonHost, id: string): boolean {
+  try {
+    if (fs.readFileSync(freezerStateFile(id), 'utf8').trim() !== 'THAWED') return true;
+  } catch {
+    // no freezer cgroup (not running): not busy with it
+  }
+  try {
+    return fs.readdirSync(path.join(host.sandboxes.dirs(id).ckpt)).length > 0;
+  } catch {
+    return false; // no scratch dir: no dump in flight
+  }
 }
 
-export async function runReplay(host: CrabHost, spec: RunSpec, reference: Reference | null): Promise<RunResult> {
+export async function runReplay(host: DaemonHost, spec: RunSpec): Promise<RunResult> {
   const { trace, mode, fault, latencyScale } = spec;
   const h = trace.header;
   const id = sandboxName(spec);
-  const svc = host.service;
   const persistent = h.shell === 'persistent';
-  const result: RunResult = {
-    trace: h.name,
-    mode,
-    fault: spec.repeat ? 'none-repeat' : faultLabel(fault),
-    latency_scale: latencyScale,
-    correct: false,
-    reason: null,
-    wall_ms: 0,
-    ckpt_bytes: 0,
-    ckpt_store_bytes: 0,
-    ckpt_bytes_turns: 0,
-    ckpt_dedup_bytes: 0,
-    ckpt_dedup_bytes_turns: 0,
-    ckpt_whole_bytes: 0,
-    ckpt_logical_bytes: 0,
-    ckpts: { full: 0, process: 0, fs: 0, skip: 0 },
-    turns: { judged: 0, skipped: 0 },
-    checkpoints: [],
-    gate_wait_ms: { p50: 0, p99: 0 },
-    gate_waits: [],
-    restore_ms: null,
-    turns_rerun: 0,
-    tokens_wasted: 0,
-    bytes_per_turn: [],
-  };
+  const memoryBytes = spec.memoryBytes ?? DEFAULT_REPLAY_MEMORY_BYTES;
+  const result = emptyResult(h.name, mode, spec.label ?? faultLabel(fault), latencyScale, memoryBytes);
   const controllerMode: CheckpointMode = mode === 'none' ? 'off' : mode;
+  const api = host.api;
 
   const exec = (cmd: string, timeoutS: number): Promise<ExecResult> =>
-    persistent ? svc.exec(id, cmd, { session: SESSION, timeoutMs: timeoutS * 1000 }) : svc.exec(id, cmd, { timeoutMs: timeoutS * 1000 });
+    persistent ? api.exec(id, cmd, { session: SESSION, timeoutMs: timeoutS * 1000 }) : api.exec(id, cmd, { timeoutMs: timeoutS * 1000 });
 
   const start = async () => {
-    await span('r.create', () => svc.createSandbox({ name: id, image: h.image.base, packages: h.image.packages, ephemeral: true }));
-    host.setMode(id, controllerMode);
+    await span('r.create', () => api.createSandbox({ name: id, image: h.image.base, packages: h.image.packages, ephemeral: true, memoryLimitBytes: memoryBytes }));
+    await host.setMode(id, controllerMode);
     for (const cmd of h.setup) {
       const r = await span('r.setup', () => exec(cmd, 600));
       if (r.exitCode !== 0) throw new RunFailure(`setup command failed (exit ${r.exitCode}): ${cmd}: ${r.stderr.slice(0, 200)}`);
     }
+  };
+
+  /** The fault: a kill of the sandbox (the daemon runs on), or the host's crash and a fresh daemon. */
+  const strike = async (f: Fault): Promise<void> => {
+    notePressure(result, memoryPressure(id)); // its counters go with its cgroup
+    if (f.kind === 'kill') {
+      await span('r.stop', () => api.stopSandbox(id));
+      return;
+    }
+    const before = await api.listCheckpoints(id).catch(() => []); // what the catalog holds when the host dies
+    await span('r.crash', () => host.crash());
+    result.crashes.total++;
+    await span('r.restart', () => host.restart());
+    const after = new Set((await api.listCheckpoints(id).catch(() => [])).map((c) => c.id));
+    result.ckpts_lost += before.filter((c) => !after.has(c.id)).length;
   };
 
   const runAction = async (turn: number, a: Action) => {
@@ -160,12 +114,32 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       throw new RunFailure(`turn ${turn}: stdout of '${a.cmd.slice(0, 60)}' lacks ${JSON.stringify(a.expect_stdout)}`);
     }
   };
-  const runTurnActions = async (turn: number) => {
-    for (const a of trace.turns[turn - 1]!.actions) await runAction(turn, a);
+
+  /** Turn `turn`'s actions; with `crash`, the host crashes while the first one runs (then `Crashed`). */
+  const runTurnActions = async (turn: number, crash?: Fault) => {
+    const actions = trace.turns[turn - 1]!.actions;
+    for (let i = 0; i < actions.length; i++) {
+      if (crash && i === 0) {
+        const a = actions[0]!;
+        const procs = hostPidsOf(id).length;
+        let settled = false;
+        const p = exec(a.cmd, a.timeout_s).then(
+          () => void (settled = true),
+          () => void (settled = true), // the daemon dies under it: expected
+        );
+        // crash once the action has started a process (a builtin starts none: then once it answered)
+        for (const until = Date.now() + 2000; !settled && Date.now() < until && hostPidsOf(id).length <= procs; ) await sleep(2);
+        if (!settled) result.crashes.mid_action++;
+        await strike(crash);
+        await p;
+        throw new Crashed();
+      }
+      await runAction(turn, actions[i]!);
+    }
   };
 
-  /** Sends turn N's LLM request (boundary N-1) through the proxy; resolves with the response. */
-  const ask = async (turn: number, opts: { killMidWait?: boolean } = {}): Promise<void> => {
+  /** Sends turn N's LLM request (boundary N-1) through the proxy; resolves with the response. With `crash`, the fault strikes mid-wait. */
+  const ask = async (turn: number, crash?: Fault): Promise<void> => {
     const t = trace.turns[turn - 1];
     const payload: ReplayPayload = {
       latency_ms: Math.round((t ? t.llm.latency_ms : 1000) * latencyScale),
@@ -181,111 +155,121 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
       if (!res.ok) throw new RunFailure(`LLM request of turn ${turn} failed: HTTP ${res.status}`);
       await res.arrayBuffer();
     });
-    if (opts.killMidWait) {
-      try {
-        await sleep(Math.max(1, payload.latency_ms / 2));
-        noteSandboxCpu('sandbox.cgroup', id);
-        await svc.stopSandbox(id);
-      } catch (err) {
-        // The run fails with the kill's error; the request's own failure must not go unhandled
-        // (it crashed the whole bench once the stop failed).
-        req.catch(() => undefined);
-        throw err;
-      }
+    if (!crash) return req;
+    // The request's own failure (the proxy dies with the host) must not go unhandled.
+    req.catch(() => undefined);
+    const half = Math.max(1, payload.latency_ms / 2);
+    if (crash.kind === 'kill') {
+      await sleep(half);
+      await strike(crash);
+      return req; // the daemon's proxy still answers
     }
-    await req;
+    // A host crash strikes while the daemon checkpoints the boundary when it does so within half the wait.
+    let busy = false;
+    for (const until = Date.now() + half; !busy && Date.now() < until; ) {
+      busy = busyWith(host, id);
+      if (!busy) await sleep(3);
+    }
+    if (busy) result.crashes.busy++;
+    await strike(crash);
   };
 
   const lastTurn = trace.turns.length;
-  if (spec.priority) host.prioritySandboxes.add(id);
   const t0 = performance.now();
   try {
     await start();
     let turn = 1;
     let faulted = false;
     while (turn <= lastTurn + 1) {
-      const midWait = !faulted && fault?.when === 'mid-wait' && fault.turn === turn;
-      await span('r.ask', () => ask(turn, { killMidWait: midWait }));
-      if (midWait) {
+      const f = !faulted && fault?.turn === turn ? fault : undefined;
+      if (f?.when === 'mid-wait') {
         faulted = true;
+        await span('r.ask', () => ask(turn, f));
         result.tokens_wasted += trace.turns[turn - 1]!.llm.prompt_tokens + trace.turns[turn - 1]!.llm.completion_tokens;
-        turn = await recover(turn - 1, true);
+        turn = await recover(turn - 1, f);
         continue; // ask turn `turn` again
       }
+      await span('r.ask', () => ask(turn));
       if (turn > lastTurn) break; // the final request: the last boundary
-      await runTurnActions(turn);
-      if (!faulted && fault?.when === 'after-actions' && fault.turn === turn) {
+      if (f?.when === 'mid-action') {
         faulted = true;
-        noteSandboxCpu('sandbox.cgroup', id);
-        await span('r.stop', () => svc.stopSandbox(id));
-        turn = await recover(turn, false);
+        await runTurnActions(turn, f).catch((err: unknown) => {
+          if (!(err instanceof Crashed)) throw err;
+        });
+        // the agent has turn `turn`'s response: the interrupted action and the rest of its turn run again
+        turn = await recover(turn, f);
+        continue;
+      }
+      await runTurnActions(turn);
+      if (f?.when === 'after-actions') {
+        faulted = true;
+        await strike(f);
+        turn = await recover(turn, f);
         continue;
       }
       turn++;
     }
 
     /**
-     * After a kill with turns 1..doneTurns completed: bring the sandbox back per the mode and
-     * re-run the actions the restored state lacks. Returns the turn whose LLM request comes next.
+     * After the fault with turns 1..doneTurns completed in the agent's conversation: bring the
+     * sandbox back per the mode and re-run the actions the restored state lacks. Returns the turn
+     * whose LLM request comes next.
      */
-    async function recover(doneTurns: number, _askAgain: boolean): Promise<number> {
-      // After a mid-wait kill the lost request (turn doneTurns+1) is asked again; after an
-      // after-actions kill the next request is turn doneTurns+1 too.
+    async function recover(doneTurns: number, f: Fault): Promise<number> {
       const next = doneTurns + 1;
       if (mode === 'chat-only' || mode === 'none') {
         // The framework only has the chat: a fresh sandbox from the image, and on it goes.
-        noteSandboxCpu('sandbox.cgroup', id);
-        await span('r.remove', () => svc.removeSandbox(id));
+        await span('r.remove', () => api.removeSandbox(id)).catch(() => undefined); // after a crash it is gone already
         await start();
         return next;
       }
-      // Read before the restore: the gates as they settled in the run that was killed.
-      const records = host.proxy!.turns(id);
+      // The gates as they settled before the fault: a killed sandbox's daemon still knows them; a crashed one's died with it.
+      const records: TurnRecord[] = f.kind === 'kill' ? await host.turns(id) : [];
       let resumeAt: number;
       try {
         const t = performance.now();
-        const r = await span('r.host.recover', () => host.recover(id));
+        const r = await span('r.recover', () => host.recover(id));
         result.restore_ms = performance.now() - t;
-        const cks = await host.checkpointer.catalog.listCheckpoints(id);
+        const cks = await api.listCheckpoints(id);
         resumeAt = resumeTurn(records, new Set(cks.map((c) => c.turn)), r.turn ?? 0, doneTurns);
       } catch (err) {
         if ((err as { code?: string }).code !== 'RECOVER_NO_CHECKPOINT') throw err;
-        await svc.removeSandbox(id).catch(() => undefined);
+        await api.removeSandbox(id).catch(() => undefined); // a crash took it already
         await start();
         resumeAt = 0;
       }
+      await host.setMode(id, controllerMode); // a fresh daemon knows no sandbox's mode
       for (let t = resumeAt + 1; t <= doneTurns; t++) {
         // Re-run turn t's actions: its LLM response is already in the conversation (no tokens).
         await runTurnActions(t);
         result.turns_rerun++;
       }
       // The next request is the boundary after turn doneTurns.
-      host.proxy!.setNextTurnIndex(id, doneTurns);
+      await host.setNextTurn(id, doneTurns);
       return next;
     }
 
     result.wall_ms = performance.now() - t0;
     for (const v of h.verify) {
-      const r = await span('r.verify', () => svc.exec(id, v.cmd, { timeoutMs: 120_000 }));
-      if (r.exitCode !== (v.expect_exit ?? 0)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' exited ${r.exitCode}, expected ${v.expect_exit ?? 0}`);
+      const r = await span('r.verify', () => api.exec(id, v.cmd, { timeoutMs: v.timeout_s * 1000 }));
+      if (r.exitCode !== v.expect_exit) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' exited ${r.exitCode}, expected ${v.expect_exit}`);
       if (v.expect_stdout !== undefined && !r.stdout.includes(v.expect_stdout)) throw new RunFailure(`verify '${v.cmd.slice(0, 60)}' stdout lacks ${JSON.stringify(v.expect_stdout)}`);
     }
-    result.final = await span('r.finalState', () => finalState(svc.sandboxes, id, persistent ? SESSION : null));
-    // Without a reference the run is judged later (bench.judge), against its trace's no-fault run.
-    result.reason = reference ? stateDifference(reference.state, result.final, reference.noise) : null;
-    result.correct = result.reason === null;
+    result.final = await span('r.finalState', () => finalState(host.sandboxes, id, persistent ? SESSION : null));
+    // judged later (bench.judge), against its trace's no-fault runs
+    result.correct = true;
   } catch (err) {
     result.wall_ms ||= performance.now() - t0;
     result.correct = false;
     result.reason = err instanceof RunFailure ? err.message : `error: ${(err as Error).message}`;
   } finally {
-    noteSandboxCpu('sandbox.cgroup', id);
+    notePressure(result, memoryPressure(id));
     // figures are best effort (correctness is decided), but a run without them must not pass unnoticed
     await span('r.figures', () => collectFigures(host, id, result)).catch((err: unknown) => log.warn({ err, sandbox: id }, 'figures of this run are incomplete'));
-    await span('r.remove', () => svc.removeSandbox(id)).catch(() => undefined);
-    await span('r.catalogDelete', () => host.checkpointer.catalog.deleteSandbox(id, { cascade: true })).catch(() => undefined);
-    host.prioritySandboxes.delete(id);
+    await span('r.remove', () => api.removeSandbox(id)).catch(() => undefined);
   }
+  const note = result.reason && pressureNote({ limitHits: result.memory.limit_hits, oomKills: result.memory.oom_kills }, memoryBytes);
+  if (note) result.reason += `; ${note}`;
   return result;
 }
 
@@ -297,7 +281,8 @@ export async function runReplay(host: CrabHost, spec: RunSpec, reference: Refere
  * the planner needed no job, but as 'committed' when the job itself decided to skip (crab mode:
  * the decision is made inside the checkpoint job), so a settled gate without a checkpoint of its
  * turn in the catalog is the test. Stops at the first boundary that is not such a skip (a
- * checkpoint taken, a failed or pending gate, no record).
+ * checkpoint taken, a failed or pending gate, no record). After a host crash there are no
+ * records (they died with the daemon): the restored boundary is where it resumes.
  */
 export function resumeTurn(
   records: ReadonlyArray<Pick<TurnRecord, 'turnIndex' | 'gate'>>,
@@ -314,42 +299,4 @@ export function resumeTurn(
     resumeAt = b;
   }
   return resumeAt;
-}
-
-async function collectFigures(host: CrabHost, id: string, result: RunResult): Promise<void> {
-  const records = host.proxy?.turns(id) ?? [];
-  result.gate_waits = records.map((r) => r.gateWaitMs ?? 0);
-  result.gate_wait_ms = { p50: percentile(result.gate_waits, 50), p99: percentile(result.gate_waits, 99) };
-  const cks = await host.checkpointer.catalog.listCheckpoints(id).catch(() => []);
-  // Boundaries that took no checkpoint (skipped by the inspector, or a mode that takes none).
-  const taken = new Set(cks.map((c) => c.turn));
-  const boundaries = new Set(records.map((r) => r.turnIndex));
-  const skipped = [...boundaries].filter((t) => !taken.has(t));
-  result.ckpts.skip = skipped.length;
-  result.turns = { judged: [...boundaries].filter((t) => t >= 1).length, skipped: skipped.filter((t) => t >= 1).length };
-  // charged as if the run had the store to itself: shared content is not free for whoever came second
-  const traffic = await runTraffic(host.checkpointer.store, cks);
-  cks.forEach((c, i) => {
-    const dedup = traffic.own[i]!;
-    const whole = traffic.whole[i]!;
-    const bytes = writtenBytes(result.mode, dedup, whole);
-    result.ckpts[c.kind]++;
-    result.ckpt_bytes += bytes;
-    result.ckpt_dedup_bytes += dedup;
-    result.ckpt_whole_bytes += whole;
-    result.ckpt_store_bytes += c.newBytes;
-    if (c.turn !== null && c.turn >= 1) {
-      result.ckpt_bytes_turns += bytes;
-      result.ckpt_dedup_bytes_turns += dedup;
-    }
-    result.ckpt_logical_bytes += c.logicalBytes;
-    if (c.turn !== null) result.bytes_per_turn[c.turn] = (result.bytes_per_turn[c.turn] ?? 0) + bytes;
-    result.checkpoints.push({ turn: c.turn, kind: c.kind, new_bytes: bytes, store_new_bytes: c.newBytes, reasons: reasonsOf(c.effects) });
-  });
-}
-
-/** The turn controller's reasons for a checkpoint's kind, from its effect report (none for manual checkpoints). */
-function reasonsOf(effects: unknown): string[] {
-  const reasons = (effects as { reasons?: unknown } | null)?.reasons;
-  return Array.isArray(reasons) ? reasons.filter((r): r is string => typeof r === 'string') : [];
 }

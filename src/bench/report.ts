@@ -1,35 +1,42 @@
 /** @module Bench output: the terminal table, the JSON file and an HTML page with charts. */
 import fs from 'node:fs';
-import type { BenchReport } from './bench.js';
-import type { RunResult } from './replay.js';
+import { isClean, type BenchReport } from './bench.js';
+import { overheadFigures } from './summary.js';
+import type { RunResult } from './run-result.js';
 
 const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
+const pctSpread = (m: number | null, sd: number | null) => (m === null ? '-' : sd === null ? pct(m) : `${pct(m)} ± ${(sd * 100).toFixed(1)}`);
+
 export function renderTable(rep: BenchReport): string {
   const lines: string[] = [];
   const row = (cells: string[], widths: number[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  const head = ['trace', 'mode', 'correct', 'wall (s, no fault)', 'overhead', 'ckpts f/p/fs/skip', 'traffic', 'vs full', 'vs full (dedup)', 'gate p50/p99 ms', 'restore ms', 're-run turns', 'tokens wasted'];
+  const head = ['trace', 'mode', 'correct', 'wall (s, no fault)', 'overhead', 'ckpts f/p/fs/skip', 'charged (paper)', 'vs full', 'store', 'vs full (dedup)', 'gate p50/p99 ms', 'restore ms', 're-run turns', 'tokens wasted'];
   const body: string[][] = [];
   const traces = [...new Set(rep.runs.map((r) => r.trace))];
+  const overheads = new Map(rep.options.modes.map((m) => [m, overheadFigures(rep.runs, m).perTrace]));
   for (const t of traces) {
     const fullClean = rep.runs.find((r) => r.trace === t && r.mode === 'full' && r.fault === 'none');
     for (const mode of rep.options.modes) {
       const rs = rep.runs.filter((r) => r.trace === t && r.mode === mode);
       const clean = rs.find((r) => r.fault === 'none');
-      const none = rep.runs.find((r) => r.trace === t && r.mode === 'none');
       const restores = rs.map((r) => r.restore_ms).filter((x): x is number => x !== null);
-      const faulted = rs.filter((r) => r.fault !== 'none' && r.fault !== 'none-repeat');
+      const faulted = rs.filter((r) => !isClean(r) && r.fault !== 'none-repeat');
       const checkpoints = mode === 'full' || mode === 'crab';
+      const ov = overheads.get(mode)?.get(t) ?? [];
+      const ovMean = ov.length ? ov.reduce((a, b) => a + b, 0) / ov.length : null;
+      const ovSd = ov.length > 1 && ovMean !== null ? Math.sqrt(ov.reduce((a, x) => a + (x - ovMean) ** 2, 0) / (ov.length - 1)) : null;
       body.push([
         t,
         mode,
         `${rs.filter((r) => r.correct).length}/${rs.length}`,
         clean ? (clean.wall_ms / 1000).toFixed(1) : '-',
-        clean && none && mode !== 'none' ? pct(clean.wall_ms / none.wall_ms - 1) : '-',
+        mode === 'none' ? '-' : pctSpread(ovMean, ovSd),
         clean ? `${clean.ckpts.full}/${clean.ckpts.process}/${clean.ckpts.fs}/${clean.ckpts.skip}` : '-',
-        clean ? mib(clean.ckpt_bytes) : '-',
+        clean && checkpoints ? mib(clean.ckpt_bytes) : '-',
         clean && checkpoints && fullClean?.ckpt_bytes ? pct(clean.ckpt_bytes / fullClean.ckpt_bytes) : '-',
+        clean && checkpoints ? mib(clean.ckpt_dedup_bytes) : '-',
         clean && checkpoints && fullClean?.ckpt_dedup_bytes ? pct(clean.ckpt_dedup_bytes / fullClean.ckpt_dedup_bytes) : '-',
         clean ? `${Math.round(clean.gate_wait_ms.p50)}/${Math.round(clean.gate_wait_ms.p99)}` : '-',
         restores.length ? String(Math.round(restores.reduce((a, b) => a + b, 0) / restores.length)) : '-',
@@ -41,24 +48,30 @@ export function renderTable(rep: BenchReport): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   lines.push(row(head, widths), row(widths.map((w) => '-'.repeat(w)), widths), ...body.map((b) => row(b, widths)));
   lines.push('');
-  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'written', 'vs full', 'of turns', 'dedup: written', 'vs full', 'of turns', 'before dedup', 'gate p99 ms', 'restore p50 ms', 'skip (turns)', 'skip (boundaries)'];
-  const sb = Object.entries(rep.summary).map(([mode, s]) => [
-    mode,
-    pct(s.correctness),
-    String(s.runs),
-    pct(s.overhead_vs_none),
-    mode === 'full' || mode === 'crab' ? mib(s.ckpt_bytes) : '-',
-    pct(s.traffic_vs_full),
-    pct(s.traffic_vs_full_turns),
-    mode === 'full' || mode === 'crab' ? mib(s.ckpt_dedup_bytes) : '-',
-    pct(s.traffic_vs_full_dedup),
-    pct(s.traffic_vs_full_dedup_turns),
-    pct(s.traffic_vs_full_logical),
-    String(Math.round(s.gate_wait_p99_ms)),
-    s.restore_ms_p50 === null ? '-' : String(Math.round(s.restore_ms_p50)),
-    pct(s.skip_fraction),
-    pct(s.skip_fraction_boundaries),
-  ]);
+  const sh = ['mode', 'correctness', 'runs', 'overhead vs none', 'charged (paper)', 'vs full', 'of turns', 'store', 'store vs full', 'vs full whole', 'vs full (dedup)', 'before dedup', 'gate p99 ms', 'restore p50 ms', 'crashes (busy)', 'ckpts lost', 're-run turns', 'skip (turns)'];
+  const sb = Object.entries(rep.summary).map(([mode, s]) => {
+    const ck = mode === 'full' || mode === 'crab';
+    return [
+      mode,
+      pct(s.correctness),
+      String(s.runs),
+      mode === 'none' ? '0' : pctSpread(s.overhead_vs_none, s.overhead_spread),
+      ck ? mib(s.ckpt_bytes) : '-',
+      pct(s.traffic_vs_full),
+      pct(s.traffic_vs_full_turns),
+      ck ? mib(s.ckpt_dedup_bytes) : '-',
+      pct(s.traffic_store_vs_full),
+      pct(s.traffic_vs_full_whole),
+      pct(s.traffic_vs_full_dedup),
+      pct(s.traffic_vs_full_logical),
+      String(Math.round(s.gate_wait_p99_ms)),
+      s.restore_ms_p50 === null ? '-' : String(Math.round(s.restore_ms_p50)),
+      s.crashes.total ? `${s.crashes.total} (${s.crashes.busy})` : '-',
+      s.crashes.total ? String(s.crashes.ckpts_lost) : '-',
+      String(s.turns_rerun),
+      pct(s.skip_fraction),
+    ];
+  });
   const sw = sh.map((h, i) => Math.max(h.length, ...sb.map((b) => b[i]!.length)));
   lines.push(row(sh, sw), row(sw.map((w) => '-'.repeat(w)), sw), ...sb.map((b) => row(b, sw)));
   const shell = rep.summary.crab?.shell;
@@ -66,8 +79,8 @@ export function renderTable(rep: BenchReport): string {
     const heavy = Object.entries(rep.trace_classes).filter(([, c]) => c.class === 'heavy');
     lines.push(
       '',
-      `shell traces (${shell.traces}): crab traffic vs full ${pct(shell.traffic_vs_full)}, of turns ${pct(shell.traffic_vs_full_turns)}; ` +
-        `vs full (dedup) ${pct(shell.traffic_vs_full_dedup)}, of turns ${pct(shell.traffic_vs_full_dedup_turns)}; skip (turns) ${pct(shell.skip_fraction)}`,
+      `shell traces (${shell.traces}): crab vs full (paper) ${pct(shell.traffic_vs_full)}, of turns ${pct(shell.traffic_vs_full_turns)}; store vs full ${pct(shell.traffic_store_vs_full)}; ` +
+        `vs full whole ${pct(shell.traffic_vs_full_whole)}; vs full (dedup) ${pct(shell.traffic_vs_full_dedup)}, of turns ${pct(shell.traffic_vs_full_dedup_turns)}; skip (turns) ${pct(shell.skip_fraction)}`,
       `heavy traces (${heavy.length}): ${heavy.map(([t, c]) => `${t} (${c.why})`).join('; ') || 'none'}`,
     );
   }
@@ -77,22 +90,22 @@ export function renderTable(rep: BenchReport): string {
     const parts = Object.entries(causes)
       .sort((a, b) => b[1].bytes - a[1].bytes)
       .map(([cause, t]) => `${cause} ${pct(t.bytes / causeTotal)} (${t.checkpoints})`);
-    lines.push('', `crab's traffic by cause (checkpoints): ${parts.join(', ')}`);
+    lines.push('', `crab's store bytes by cause (checkpoints): ${parts.join(', ')}`);
   }
+  const limited = Object.entries(rep.summary).filter(([, s]) => s.memory_limited_runs > 0);
   lines.push(
     '',
-    'per trace: the no-fault run (wall, ckpts, traffic, gate waits); restore ms, re-run turns and tokens wasted over its fault runs',
-    "written: what the no-fault runs' checkpoints write. full is a conventional full-per-turn C/R: its full checkpoints are charged whole (zstd like the store's chunks, nothing shared between them; " +
-      'the bench stores them deduplicated, so its time overhead is a lower bound); crab writes into its deduplicating store, each run charged as if it had the store to itself ' +
-      '(content another run stored first is not free). vs full: against full; of turns: the same without boundary 0 (the setup)',
-    "dedup: full's checkpoints too in a deduplicating store of the run's own: what the policy (which checkpoints to take) saves on its own; before dedup: what the checkpoints hold, uncompressed",
-    'skip (turns): agent turns whose boundary took no checkpoint (boundary k judges turn k); skip (boundaries): the same with ' +
-      'boundary 0 counted, the setup, where every mode takes its base checkpoint',
-    `overhead and traffic: no-fault runs at latency scale ${rep.options.overhead_scale}${rep.options.overhead_scale === 1 ? '' : ' (NOT valid as overhead figures: only scale 1 is)'}; ` +
-      `fault sweep at latency scale ${rep.options.latency_scale}; concurrency ${rep.options.concurrency}; ` +
-      `${rep.machine.cpus} CPUs, ${rep.machine.memGiB} GiB, kernel ${rep.machine.kernel}; ${(rep.duration_ms / 1000).toFixed(0)} s`,
-    `event-loop lag (proxy, gates and checkpoint work share it): p50 ${rep.event_loop_lag_ms.p50} ms, p99 ${rep.event_loop_lag_ms.p99} ms, max ${rep.event_loop_lag_ms.max} ms`,
+    'per trace: the first no-fault run (wall, ckpts, charges, gate waits); overhead as mean ± sd over the repetitions; restore ms, re-run turns and tokens wasted over its fault runs',
+    "charged (paper): the paper's full-per-turn charge, the same for every mode: each checkpoint's CRIU images whole as CRIU writes them (uncompressed), plus the files changed since the run's previous checkpoint, whole (a ZFS snapshot stores what changed). vs full: against full's; of turns: without boundary 0 (the setup)",
+    "store: what the run's checkpoints write into a deduplicating, compressing store of their own (Crab's store; content another run stored first is not free); store vs full: that against full's paper charge",
+    "vs full whole: against full's checkpoints each written whole, compressed, nothing shared (crab: its store); vs full (dedup): full deduplicated too, what the policy alone saves; before dedup: what the checkpoints hold, uncompressed",
+    `faults: ${rep.options.faults} (kind ${rep.options.fault_kind}); crashes (busy): host crashes, and those that caught the daemon checkpointing the sandbox; ckpts lost: checkpoints listed before a crash and gone after it`,
+    `overhead and traffic: no-fault runs at latency scale ${rep.options.overhead_scale}${rep.options.overhead_scale === 1 ? '' : ' (NOT valid as overhead figures: only scale 1 is)'}, ${rep.options.repetitions} repetition(s); ` +
+      `fault sweep at latency scale ${rep.options.latency_scale}; concurrency ${rep.options.concurrency}; memory ${Math.round(rep.options.memory_bytes / 2 ** 20)} MiB per sandbox; ` +
+      `${rep.machine.cpus} CPUs, ${rep.machine.memGiB} GiB, kernel ${rep.machine.kernel}; ${(rep.duration_ms / 1000).toFixed(0)} s; ${rep.hosts.started} bench hosts, ${rep.hosts.restarts} restarts after crashes`,
+    `event-loop lag of the bench process (it drives every replay): p50 ${rep.event_loop_lag_ms.p50} ms, p99 ${rep.event_loop_lag_ms.p99} ms, max ${rep.event_loop_lag_ms.max} ms`,
   );
+  if (limited.length) lines.push(`runs that hit their sandbox's memory limit: ${limited.map(([m, s]) => `${m} ${s.memory_limited_runs}`).join(', ')}`);
   if (rep.stopped) lines.push('', `STOPPED: ${rep.stopped.runs_done} of ${rep.stopped.runs_planned} runs ran; ${rep.stopped.runs_judged} are in these figures (those of traces whose two reference runs did not both finish cannot be judged)`);
   const wrong = rep.runs.filter((r) => !r.correct && r.mode !== 'chat-only').slice(0, 20);
   if (wrong.length) lines.push('', 'incorrect runs (not chat-only):', ...wrong.map((r) => `  ${r.trace} ${r.mode} ${r.fault}: ${r.reason}`));
@@ -126,7 +139,7 @@ export function writeHtml(rep: BenchReport, file: string): void {
     const cv = Array.from({ length: n }, (_, i) => crab?.bytes_per_turn[i] ?? 0);
     const max = Math.max(1, ...fv, ...cv);
     sections.push(
-      `<h3>${t}</h3><p>bytes written per turn boundary, one scale: full <span style="color:#c44">■</span> (each checkpoint whole) vs crab <span style="color:#36c">■</span></p>` +
+      `<h3>${t}</h3><p>paper charge per turn boundary, one scale: full <span style="color:#c44">■</span> vs crab <span style="color:#36c">■</span></p>` +
         `<svg width="600" height="80">${bars(fv, 600, 80, '#c44', max)}</svg><br><svg width="600" height="80">${bars(cv, 600, 80, '#36c', max)}</svg>`,
     );
   }

@@ -15,6 +15,8 @@ export const TRACE_FORMAT = 'crab-trace/1';
 export const TRACE_BASE_IMAGE = 'debian-bookworm-minbase';
 export const TRACE_SUFFIX = '.trace.jsonl';
 export const DEFAULT_ACTION_TIMEOUT_S = 60;
+/** A verify command often builds and runs a test suite: longer than an action. */
+export const DEFAULT_VERIFY_TIMEOUT_S = 120;
 
 const FORMAT_HELP = `see shared/trace-format.md for the ${TRACE_FORMAT} format`;
 
@@ -31,6 +33,7 @@ export const VerifyCmdSchema = z
     cmd: cmdText,
     expect_exit: exitCode.default(0),
     expect_stdout: z.string({ error: 'expected a string' }).optional(),
+    timeout_s: z.number({ error: 'expected a positive number of seconds' }).positive({ error: 'expected a positive number of seconds' }).finite().default(DEFAULT_VERIFY_TIMEOUT_S),
   })
   .strict();
 
@@ -48,7 +51,7 @@ export const TraceHeaderSchema = z
       .strict(),
     shell: z.enum(['persistent', 'fresh'], { error: 'expected "persistent" or "fresh"' }).default('persistent'),
     setup: z.array(cmdText, { error: 'expected an array of shell commands' }).default([]),
-    verify: z.array(VerifyCmdSchema, { error: 'expected an array of {cmd, expect_exit?, expect_stdout?}' }).default([]),
+    verify: z.array(VerifyCmdSchema, { error: 'expected an array of {cmd, expect_exit?, expect_stdout?, timeout_s?}' }).default([]),
   })
   .strict();
 

@@ -24,7 +24,7 @@ import { loadManifest, materialize, snapshot, type Manifest, type PendingCapture
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
-import { leaseLink, releaseLink } from '../sandbox/net-link.js';
+import { leaseLink, leaseOwner, releaseLink } from '../sandbox/net-link.js';
 import { processStartTicks } from '../sandbox/sandbox-manager.js';
 import { imageAffinity } from './criu-pagemap.js';
 import { freeze, freezerState, thaw } from './freezer.js';
@@ -385,8 +385,13 @@ export class Checkpointer {
     // A new sandbox gets its own link address; the checkpoint's TCP connections over the old
     // address (an in-sandbox agent's request to the proxy) come back closed, and the agent retries.
     const criuOptions: string[] = [];
+    let leased = false;
     if (!existing && meta.sandbox.link) {
-      rec.link = leaseLink(sandboxes.linkLeaseDir, targetId, sandboxes.linkScope);
+      // Its own sandbox, gone with its host (a crash: the directory is lost, the lease file is
+      // not): it keeps the address it holds, so the proxy still knows it by its source address.
+      const own = !newSandbox && leaseOwner(sandboxes.linkLeaseDir, meta.sandbox.link.address, sandboxes.linkScope) === targetId;
+      rec.link = own ? meta.sandbox.link : leaseLink(sandboxes.linkLeaseDir, targetId, sandboxes.linkScope);
+      leased = !own;
       if (rec.link.address !== meta.sandbox.link.address) criuOptions.push('tcp-close');
     }
     // A fork shares the checkpoint's files as a lower layer and writes only its own changes.
@@ -430,7 +435,7 @@ export class Checkpointer {
       await mountOverlay({ lowerDirs: rec.lowerDirs, upper: d.upper, work: d.work, merged: d.rootfs });
     } catch (err) {
       if (frozen && (await sandboxes.status(targetId)).status === 'paused') thaw(targetId); // refused: the sandbox runs on as it was
-      if (!existing && rec.link) await releaseLink(sandboxes.linkLeaseDir, rec.link).catch(() => undefined); // the original error says why
+      if (leased && rec.link) await releaseLink(sandboxes.linkLeaseDir, rec.link).catch(() => undefined); // the original error says why
       for (const p of [staging, scratch, ...(existing ? [] : [d.root])]) await fs.promises.rm(p, { recursive: true, force: true });
       throw err;
     }

@@ -401,41 +401,37 @@ program
 
 program
   .command('bench <traces...>')
-  .description('replay crab-trace/1 files (or directories of them) in every mode, with faults, and print the figures')
+  .description('replay crab-trace/1 files (or directories of them) in every mode, with faults, against bench hosts (crab daemons it can crash), and print the figures')
   .option('--modes <list>', 'modes to compare: none, chat-only, full, crab', csv, ['none', 'chat-only', 'full', 'crab'])
-  .option('--faults <plan>', 'none | every-turn | random:N | turn:K[:after-actions|:mid-wait]', 'none')
+  .option('--faults <plan>', '[kill:|host-crash:|mid-action:]none | every-turn | random:N | turn:K[:after-actions|:mid-wait] (every-turn and random:N crash the host by default, turn:K kills the sandbox)', 'none')
   .option('--latency-scale <x>', 'multiply recorded LLM waits in the fault sweep by this', Number, 1)
   .option('--overhead-scale <x>', 'latency scale of the no-fault runs (overhead is only valid at 1)', Number, 1)
-  .option('--concurrency <n>', 'sandboxes replayed at once through one engine', positiveInt, 4)
+  .option('--repetitions <n>', 'no-fault runs of each trace and mode: overhead as mean ± spread', positiveInt, 1)
+  .option('--concurrency <n>', 'fault runs at once, each on a bench host of its own', positiveInt, 4)
   .option('--overhead-traces <n>', 'traces whose no-fault runs (all modes side by side) go on alongside the fault sweep', positiveInt, 2)
+  .option('--memory <size>', 'memory limit of every replay sandbox (e.g. 2g, 512m)', size, 2 * 2 ** 30)
+  .option('--colocate <n>', 'instead of traces: N sandboxes at once on one host per policy (reactive and fifo side by side) plus N in mode none, a generated session each (give "-" as the trace)', positiveInt)
+  .option('--turns <n>', 'with --colocate: turns per session', positiveInt, 200)
+  .option('--crashes <n>', 'with --colocate: host crashes per host, at random times', Number, 2)
   .addOption(new Option('--policy <policy>', 'checkpoint scheduling policy').choices(['fifo', 'reactive']).default('reactive'))
   .option('--json <file>', 'write the full report as JSON')
   .option('--html <file>', 'write an HTML page with charts')
-  .option('--no-store-gc', 'keep unreferenced chunks: by default the store is swept at the end (chunks older than an hour, e.g. of earlier benches)')
+  .option('--keep-homes', "keep the bench hosts' CRAB_HOMEs (stores, catalogs, daemon logs) under CRAB_HOME/bench/")
   .action(
     action(
       async (
         files: string[],
-        o: { modes: string[]; faults: string; latencyScale: number; overheadScale: number; concurrency: number; overheadTraces: number; policy: 'fifo' | 'reactive'; json?: string; html?: string; storeGc: boolean },
+        o: {
+          modes: string[]; faults: string; latencyScale: number; overheadScale: number; repetitions: number; concurrency: number; overheadTraces: number; memory: number;
+          colocate?: number; turns: number; crashes: number; policy: 'fifo' | 'reactive'; json?: string; html?: string; keepHomes?: boolean;
+        },
       ) => {
-        const { loadTraces } = await import('../bench/trace.js');
-        const { parseFaultPlan, runBench } = await import('../bench/bench.js');
-        const { BENCH_MODES } = await import('../bench/replay.js');
-        const { renderTable, writeHtml, writeJson } = await import('../bench/report.js');
         const { startReplayUpstream } = await import('../bench/replay-upstream.js');
-        const { CrabHost } = await import('../daemon/host.js');
-        const bad = o.modes.filter((m) => !(BENCH_MODES as readonly string[]).includes(m));
-        if (bad.length) throw invalid('BENCH_BAD_MODE', `unknown mode(s) ${bad.join(', ')}`, `Use some of ${BENCH_MODES.join(', ')}.`);
-        const faults = parseFaultPlan(o.faults);
-        if (!faults) throw invalid('BENCH_BAD_FAULTS', `--faults '${o.faults}' is not a fault plan`, 'Use none, every-turn, random:N or turn:K[:after-actions|:mid-wait].');
         for (const x of [o.latencyScale, o.overheadScale]) if (!(x > 0)) throw invalid('BENCH_BAD_SCALE', 'latency scales must be positive numbers');
-        const traces = await loadTraces(files.map((f) => path.resolve(f)));
-        if (traces.length === 0) throw invalid('BENCH_NO_TRACES', `no *.trace.jsonl in ${files.join(' ')}`);
         const upstream = await startReplayUpstream();
         // Faults make checkpoint jobs fail on purpose: keep their warnings out of the table unless asked.
         const log = rootLogger.child({ component: 'bench' });
         if (!process.env.CRAB_LOG_LEVEL) log.level = 'fatal';
-        const host = await CrabHost.start({ paths, log, policy: o.policy, prioritySandboxes: true, proxy: { upstreamUrl: upstream.url, link: false } });
         const tty = process.stderr.isTTY;
         const started = Date.now();
         // Ctrl-C: no new run starts, the ones under way finish (their sandboxes removed) and the
@@ -443,43 +439,52 @@ program
         const stop = new AbortController();
         const onSigint = () => {
           if (stop.signal.aborted) {
-            process.stderr.write('\nbench: quitting now; `crab gc` removes the sandboxes of the runs that were under way\n');
+            process.stderr.write('\nbench: quitting now; the bench hosts under CRAB_HOME/bench/ are left (remove their sandboxes with CRAB_HOME=… crab gc)\n');
             process.exit(130);
           }
           stop.abort();
           process.stderr.write('\nbench: stopping: no new runs; the runs under way finish, then the figures of what ran (Ctrl-C again to quit at once)\n');
         };
         process.on('SIGINT', onSigint);
+        const onProgress = (done: number, total: number, last: { trace: string; mode: string; fault: string; correct: boolean } | null) => {
+          const width = 30;
+          const filled = Math.round((done / Math.max(1, total)) * width);
+          const eta = done ? Math.round(((Date.now() - started) / done) * (total - done) / 1000) : 0;
+          const msg = `[${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total} runs, ~${eta} s left${last ? `  (${last.trace} ${last.mode} ${last.fault}: ${last.correct ? 'ok' : 'INCORRECT'})` : ''}`;
+          process.stderr.write(tty ? `\r${msg.slice(0, process.stderr.columns ?? 120).padEnd(process.stderr.columns ?? 120)}` : `${msg}\n`);
+        };
         try {
+          if (o.colocate) {
+            const { runColocated, renderColocated } = await import('../bench/colocate.js');
+            const rep = await runColocated({ sandboxes: o.colocate, turns: o.turns, crashes: o.crashes, latencyScale: o.latencyScale, upstreamUrl: upstream.url, home: paths.home, memoryBytes: o.memory, keepHomes: o.keepHomes, signal: stop.signal }, progress);
+            process.stdout.write(renderColocated(rep) + '\n');
+            if (o.json) (await import('node:fs')).writeFileSync(o.json, JSON.stringify(rep, null, 2));
+            return;
+          }
+          const { loadTraces } = await import('../bench/trace.js');
+          const { parseFaultPlan, runBench } = await import('../bench/bench.js');
+          const { BENCH_MODES } = await import('../bench/replay.js');
+          const { renderTable, writeHtml, writeJson } = await import('../bench/report.js');
+          const bad = o.modes.filter((m) => !(BENCH_MODES as readonly string[]).includes(m));
+          if (bad.length) throw invalid('BENCH_BAD_MODE', `unknown mode(s) ${bad.join(', ')}`, `Use some of ${BENCH_MODES.join(', ')}.`);
+          const faults = parseFaultPlan(o.faults);
+          if (!faults) throw invalid('BENCH_BAD_FAULTS', `--faults '${o.faults}' is not a fault plan`, 'Use [kill:|host-crash:|mid-action:] followed by none, every-turn, random:N or turn:K[:after-actions|:mid-wait].');
+          const traces = await loadTraces(files.map((f) => path.resolve(f)));
+          if (traces.length === 0) throw invalid('BENCH_NO_TRACES', `no *.trace.jsonl in ${files.join(' ')}`);
           const rep = await runBench(
-            host,
             traces,
-            { modes: o.modes as never, faults, latencyScale: o.latencyScale, overheadScale: o.overheadScale, concurrency: o.concurrency, overheadTraces: o.overheadTraces, signal: stop.signal, onProgress: (done, total, last) => {
-              const width = 30;
-              const filled = Math.round((done / Math.max(1, total)) * width);
-              const eta = done ? Math.round(((Date.now() - started) / done) * (total - done) / 1000) : 0;
-              const msg = `[${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total} runs, ~${eta} s left${last ? `  (${last.trace} ${last.mode} ${last.fault}: ${last.correct ? 'ok' : 'INCORRECT'})` : ''}`;
-              process.stderr.write(tty ? `\r${msg.slice(0, process.stderr.columns ?? 120).padEnd(process.stderr.columns ?? 120)}` : `${msg}\n`);
-            } },
+            {
+              modes: o.modes as never, faults, latencyScale: o.latencyScale, overheadScale: o.overheadScale, concurrency: o.concurrency, overheadTraces: o.overheadTraces,
+              repetitions: o.repetitions, memoryBytes: o.memory, upstreamUrl: upstream.url, home: paths.home, policy: o.policy, keepHomes: o.keepHomes, signal: stop.signal, onProgress,
+            },
             progress,
           );
           if (tty) process.stderr.write('\n');
           process.stdout.write(renderTable(rep) + '\n');
           if (o.json) writeJson(rep, o.json);
           if (o.html) writeHtml(rep, o.html);
-          if (o.storeGc) {
-            // Runs delete their checkpoints, leaving chunks no one references; the store's grace
-            // period keeps the young ones (this bench's, and any other writer's in flight).
-            progress('store: sweeping unreferenced chunks older than an hour');
-            await host.service.storeGc().then(
-              (gc) => process.stderr.write(`store: freed ${formatBytes(gc.freedBytes)} (${gc.deletedChunks} unreferenced chunks of earlier runs); this run's are freed by the next sweep after an hour\n`),
-              // The figures are out already: a failed sweep only leaves garbage behind.
-              (err: unknown) => process.stderr.write(`store: sweep failed (${(err as Error).message}); run 'crab store gc' later\n`),
-            );
-          }
         } finally {
           process.off('SIGINT', onSigint);
-          await host.close();
           await upstream.close();
         }
         if (stop.signal.aborted) process.exitCode = 130;

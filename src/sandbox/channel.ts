@@ -38,6 +38,12 @@ const MAX_STATE_BYTES = 16 * 1024 * 1024;
 /** Small control files: pid, rc, state digest. */
 const MAX_SMALL_BYTES = 4096;
 
+/**
+ * How long init and a session shell may take to come up. They take milliseconds on an idle host;
+ * on a host at a load of 100 (64 sandboxes and their checkpoints on 2 cores) 5 s was exceeded.
+ */
+const START_TIMEOUT_MS = 30_000;
+
 export class SandboxChannel {
   /** @param rootfs the host path of the sandbox's merged rootfs */
   constructor(readonly rootfs: string) {}
@@ -54,7 +60,7 @@ export class SandboxChannel {
   }
 
   /** Waits until init has created its control FIFO and ready marker. */
-  async waitReady(timeoutMs = 5000): Promise<void> {
+  async waitReady(timeoutMs = START_TIMEOUT_MS): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
       if (this.fs((b) => b.lstatSync(READY_FILE))) return;
@@ -133,9 +139,9 @@ export class SandboxChannel {
       `d=${d}\nrm -f $d/in; mkfifo -m 600 $d/in\ncd /\necho $$ > $d/pid\n` +
         `exec ${SESSION_SHELL} 0<>$d/in >/dev/null 2>&1\n`,
     );
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + START_TIMEOUT_MS;
     for (let delay = 1; !this.sessionExists(name) || !this.hasReader(`${d}/in`); delay = Math.min(delay * 2, 20)) {
-      if (Date.now() > deadline) throw new CrabError('SESSION_START_TIMEOUT', 'unavailable', `session '${name}' did not start within 5 s`);
+      if (Date.now() > deadline) throw new CrabError('SESSION_START_TIMEOUT', 'unavailable', `session '${name}' did not start within ${START_TIMEOUT_MS / 1000} s`);
       await sleep(delay);
     }
     this.poke(`${d}/in`, sessionStateFunction(d));

@@ -1,6 +1,6 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { ownTraffic, usePages, useWhole, wholeTraffic, type ChunkUses } from '../../../src/bench/own-traffic.js';
+import { ownTraffic, paperTraffic, usePages, useWhole, wholeTraffic, type ChunkUses, type PaperCheckpoint } from '../../../src/bench/own-traffic.js';
 
 const sizes: Record<string, number> = { a: 1000, b: 400, c: 800 };
 const pages: Record<string, number> = { a: 1, b: 4, c: 8 };
@@ -34,4 +34,21 @@ test('wholeTraffic: each checkpoint pays for everything it uses, as if nothing w
     ['overlapping page runs count each page once within a checkpoint', [ck(['c', 0, 4], ['c', 2, 4])], [600]],
   ];
   for (const [why, cks, want] of rows) assert.deepEqual(wholeTraffic(cks, (d) => sizes[d]!, (d) => pages[d]!), want, why);
+});
+
+test("paperTraffic: each checkpoint's own CRIU images whole, plus the files whose content changed since the run's previous checkpoint, whole", () => {
+  const files = (...fs: Array<[string, string, number, number?]>) => new Map(fs.map(([p, content, size, linkGroup]) => [p, { content, size, linkGroup }]));
+  const rows: Array<[string, PaperCheckpoint[], number[]]> = [
+    ['nothing', [], []],
+    ['the first checkpoint pays for every file and its image', [{ imageBytes: 5000, files: files(['a', 'x', 100], ['b', 'y', 30]) }], [5130]],
+    [
+      'unchanged files are free; a changed or new one is paid whole; an fs checkpoint dumps no image',
+      [{ imageBytes: 5000, files: files(['a', 'x', 100], ['b', 'y', 30]) }, { imageBytes: 0, files: files(['a', 'x', 100], ['b', 'y2', 31], ['c', 'z', 7]) }, { imageBytes: 4000, files: files(['a', 'x', 100], ['b', 'y2', 31], ['c', 'z', 7]) }],
+      [5130, 38, 4000],
+    ],
+    ['a file deleted and restored is new again', [{ imageBytes: 0, files: files(['a', 'x', 100]) }, { imageBytes: 0, files: files() }, { imageBytes: 0, files: files(['a', 'x', 100]) }], [100, 0, 100]],
+    ['hard links to one file are one file', [{ imageBytes: 0, files: files(['a', 'x', 100, 1], ['b', 'x', 100, 1], ['c', 'x', 100]) }], [200]],
+    ['a file moved is new under its new path', [{ imageBytes: 0, files: files(['a', 'x', 100]) }, { imageBytes: 0, files: files(['b', 'x', 100]) }], [100, 100]],
+  ];
+  for (const [why, cks, want] of rows) assert.deepEqual(paperTraffic(cks), want, why);
 });

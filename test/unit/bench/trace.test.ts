@@ -54,11 +54,13 @@ test('a good trace parses, with defaults filled in', () => {
 test('good variants: fresh shell, verify defaults, CRLF, BOM, optional fields', () => {
   const t = parseTrace(
     '\uFEFF' +
-      lines({ ...H, shell: 'fresh', verify: [{ cmd: 'x', expect_stdout: 'y' }] }, T(1, { actions: [{ cmd: 'a', timeout_s: 1.5, expect_exit: 0, expect_stdout: '' }] }), T(2, { actions: [] })).replace(/\n/g, '\r\n'),
+      lines({ ...H, shell: 'fresh', verify: [{ cmd: 'x', expect_stdout: 'y' }, { cmd: 'make test', timeout_s: 900 }] }, T(1, { actions: [{ cmd: 'a', timeout_s: 1.5, expect_exit: 0, expect_stdout: '' }] }), T(2, { actions: [] })).replace(/\n/g, '\r\n'),
     'y',
   );
   assert.equal(t.header.shell, 'fresh');
   assert.equal(t.header.verify[0]!.expect_exit, 0);
+  assert.equal(t.header.verify[0]!.timeout_s, 120, 'a verify command waits 120 s unless it says');
+  assert.equal(t.header.verify[1]!.timeout_s, 900);
   assert.equal(t.turns[0]!.actions[0]!.timeout_s, 1.5);
   assert.equal(t.turns[1]!.actions.length, 0);
 });
@@ -158,6 +160,9 @@ test('read-only classifier', () => {
   assert.equal(actionIsReadOnly('cd /srv && ls', true), true);
 });
 
+/** Toolchains whose traces build (and so write) every time they test. */
+const COMPILERS = new Set(['g++', 'golang-go', 'rustc', 'cargo']);
+
 test('every bundled trace in traces/ parses; shell traces are mostly read-only', async () => {
   const root = await repoRoot();
   const traces = await loadTraces([path.join(root, 'traces')]);
@@ -172,7 +177,11 @@ test('every bundled trace in traces/ parses; shell traces are mostly read-only',
     const p = profileTrace(t);
     assert.equal(path.basename(t.file), `${t.header.name}.trace.jsonl`, 'file name matches trace name');
     assert.ok(p.turns >= 8 && p.turns <= 30, `${p.name}: 8..30 turns`);
-    assert.ok(p.readOnlyShare > 0.75, `${p.name}: more than 75% read-only turns (${p.readOnlyTurns}/${p.turns})`);
+    // A compiled-language session builds and runs its tests again and again, and each build writes
+    // (build/, Go's build cache): more of its turns write, though most still only read.
+    const compiled = t.header.image.packages.some((pk) => COMPILERS.has(pk));
+    const floor = compiled ? 0.4 : 0.75;
+    assert.ok(p.readOnlyShare > floor, `${p.name}: more than ${floor * 100}% read-only turns (${p.readOnlyTurns}/${p.turns})`);
     assert.ok(t.header.setup.length > 0 && t.header.verify.length > 0, `${p.name}: setup and verify`);
     assert.ok(t.turns.some((x) => x.actions.some((a) => a.expect_stdout !== undefined && a.expect_stdout !== '')), `${p.name}: has expect_stdout checks`);
     assert.ok(!/https?:\/\//.test(t.header.source), `${p.name}: source without URLs`);
