@@ -17,7 +17,8 @@ import { CrabError, conflict, precondition } from '../core/errors.js';
 import { bootId, checkId, newId } from '../core/ids.js';
 import { isAlive, ownerFromName, ownerMark } from '../core/owner.js';
 import { checkLowerDirs } from '../image/image-store.js';
-import type { Catalog } from '../catalog/catalog.js';
+import { CATALOG_ERROR_CODES, type Catalog } from '../catalog/catalog.js';
+import { rootLogger } from '../core/log.js';
 import type { LocalContentStore } from '../store/local-content-store.js';
 import type { DirRecipe } from '../store/content-store.js';
 import { loadManifest, materialize, snapshot, type Manifest, type PendingCapture } from '../fssnap/index.js';
@@ -83,6 +84,21 @@ export class Checkpointer {
     return thawed;
   }
 
+  /**
+   * The head as the next checkpoint's parent, or null when its catalog row is corrupt: then the
+   * next checkpoint is a full one that reuses nothing from it (it still names it as its parent,
+   * so the lineage stays whole).
+   */
+  private async usableParent(id: string): Promise<CheckpointRecord | null> {
+    try {
+      return await this.catalog.getCheckpoint(id);
+    } catch (err) {
+      if (!(err instanceof CrabError) || err.code !== CATALOG_ERROR_CODES.checkpointCorrupt) throw err;
+      rootLogger.warn({ err, checkpointId: id }, 'head checkpoint unreadable; taking a full checkpoint that reuses nothing of it');
+      return null;
+    }
+  }
+
   /** Head (newest checkpoint of the current branch) of a sandbox, or null. */
   head(sandboxId: string): Promise<string | null> {
     return this.catalog.getRef(headRef(sandboxId));
@@ -130,7 +146,7 @@ export class Checkpointer {
     await this.sandboxes.requireRunning(sandboxId);
     await this.ensureCatalogSandbox(rec);
     const parentId = await this.head(sandboxId);
-    const parent = parentId ? await this.catalog.getCheckpoint(parentId) : null;
+    const parent = parentId ? await this.usableParent(parentId) : null;
     const previous = parent ? await this.manifestOf(parent) : undefined;
 
     const d = this.sandboxes.dirs(sandboxId);
@@ -293,6 +309,11 @@ export class Checkpointer {
     }
     for (const sb of await this.catalog.listSandboxes()) {
       for (const ck of await this.catalog.listCheckpoints(sb.id)) {
+        if (ck.corrupt) {
+          // Its lower dirs are unknown: any layer may be one of them.
+          out.problems.push(`layers not collected: catalog record of checkpoint ${ck.id} is corrupt (${ck.corrupt})`);
+          return out;
+        }
         for (const dir of (ck.meta as Partial<CheckpointMeta> | null)?.sandbox?.lowerDirs ?? []) named.add(dir);
       }
     }

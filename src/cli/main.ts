@@ -244,7 +244,7 @@ program
           LOGICAL: formatBytes(c.logicalBytes),
           NEW: formatBytes(c.newBytes),
           CREATED: new Date(c.createdAtMs).toISOString(),
-          EFFECTS: c.effects ? JSON.stringify(c.effects).slice(0, 60) : '-',
+          EFFECTS: c.corrupt ? `CORRUPT: ${c.corrupt}` : c.effects ? JSON.stringify(c.effects).slice(0, 60) : '-',
         })),
         ['ID', 'PARENT', 'KIND', 'TURN', 'LOGICAL', 'NEW', 'CREATED', 'EFFECTS'],
       );
