@@ -46,6 +46,8 @@ export interface CheckpointDraft {
   processImage: ProcessImageRef | null;
   effects?: unknown;
   meta?: unknown;
+  /** When every chunk the checkpoint names was last known good (ms): the oldest check it relies on. */
+  verifiedAtMs?: number | null;
 }
 
 export interface CheckpointRecord {
@@ -65,6 +67,12 @@ export interface CheckpointRecord {
   processImageFrom: string | null;
   effects: unknown;
   meta: unknown;
+  /**
+   * When every chunk this checkpoint names was last known good (ms since epoch): written, or read
+   * and hashed. A later checkpoint builds on its chunks without reading them again only while this
+   * is recent (`VerifiedChunks.trustMs`). Null: unknown (older catalogs).
+   */
+  verifiedAtMs: number | null;
   /**
    * Set only in listings (`listCheckpoints`, `children`, `ancestors`) when the stored row cannot
    * be read: why. Its unreadable fields are null. `getCheckpoint` refuses such a row
@@ -129,6 +137,8 @@ export interface Catalog {
    * Throws `CATALOG_CHECKPOINT_REFERENCED` while a ref points at it. Chunks are freed by the next GC.
    */
   deleteCheckpoint(id: string): Promise<void>;
+  /** Records that every chunk of the checkpoint was found good at `atMs` (keeps a later record). */
+  markVerified(id: string, atMs: number): Promise<void>;
 
   /** Points `name` at a checkpoint (creates or moves). Throws when the checkpoint is unknown. */
   setRef(name: string, checkpointId: string): Promise<void>;

@@ -52,6 +52,8 @@ const MIGRATIONS: readonly string[] = [
      checkpoint_id TEXT NOT NULL REFERENCES checkpoints(id)
    );
    CREATE INDEX refs_by_checkpoint ON refs(checkpoint_id);`,
+  // 2: when every chunk a checkpoint names was last known good (ms); null: unknown, check before building on it
+  `ALTER TABLE checkpoints ADD COLUMN verified_at INTEGER;`,
 ];
 
 interface CheckpointRow {
@@ -68,6 +70,7 @@ interface CheckpointRow {
   process_image_from: string | null;
   effects: string;
   meta: string;
+  verified_at: number | null;
   seq?: number;
 }
 
@@ -196,8 +199,8 @@ export class SqliteCatalog implements Catalog {
       this.db
         .prepare(
           `INSERT INTO checkpoints (id, sandbox_id, parent_id, kind, turn, created_at, logical_bytes, new_bytes,
-             fs_manifest, process_image, process_image_from, effects, meta)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             fs_manifest, process_image, process_image_from, effects, meta, verified_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           id,
@@ -213,6 +216,7 @@ export class SqliteCatalog implements Catalog {
           processImageFrom,
           JSON.stringify(draft.effects ?? null),
           JSON.stringify(draft.meta ?? null),
+          draft.verifiedAtMs ?? null,
         );
       const setRef = this.db.prepare(
         'INSERT INTO refs (name, checkpoint_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET checkpoint_id = excluded.checkpoint_id',
@@ -287,6 +291,11 @@ export class SqliteCatalog implements Catalog {
         .prepare('INSERT INTO refs (name, checkpoint_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET checkpoint_id = excluded.checkpoint_id')
         .run(checkRefName(name), checkpointId);
     }).immediate();
+  }
+
+  async markVerified(id: string, atMs: number): Promise<void> {
+    const r = this.db.prepare('UPDATE checkpoints SET verified_at = max(coalesce(verified_at, 0), ?) WHERE id = ?').run(atMs, id);
+    if (r.changes === 0) throw checkpointNotFound(id);
   }
 
   async getRef(name: string): Promise<string | null> {
@@ -422,6 +431,7 @@ export function checkpointFromRow(r: CheckpointRow): CheckpointRecord {
     processImageFrom: text(r.process_image_from, 'process_image_from', true),
     effects: json(r.effects, 'effects'),
     meta: json(r.meta, 'meta'),
+    verifiedAtMs: int(r.verified_at ?? null, 'verified_at', true),
   };
   if (problems.length) rec.corrupt = problems.join('; ');
   return rec;

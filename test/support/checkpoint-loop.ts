@@ -9,7 +9,7 @@ import { manager } from './sandboxes.js';
 const [sandboxId, countText] = process.argv.slice(2);
 const cr = await checkpointer();
 const m = manager();
-await cr.recoverStaleFreezes(); // as the daemon does at start
+await cr.recoverAfterCrash(); // as the daemon does at start
 const kinds = ['fs', 'process', 'fs', 'full'] as const;
 for (let i = 0; i < Number(countText); i++) {
   process.stdout.write(`start ${i}\n`);
