@@ -145,11 +145,19 @@ export class Checkpointer {
     plan: (ctx: { first: boolean; parent: CheckpointRecord | null }) => Promise<Omit<TakeOptions, 'turn'> | null>,
   ): Promise<TakeResult | null> {
     const rec = this.sandboxes.record(sandboxId);
+    return this.claimed(sandboxId, 'checkpoint', () => this.takeClaimed(rec, turn, plan));
+  }
+
+  /**
+   * Runs `fn` holding the sandbox's freeze record, after undoing what a dead process left on it.
+   * Throws CKPT_SANDBOX_BUSY when a live process of this host holds the record.
+   */
+  private async claimed<T>(sandboxId: string, op: 'checkpoint' | 'restore', fn: () => Promise<T>): Promise<T> {
     const root = this.sandboxes.dirs(sandboxId).root;
-    await recoverSandbox(sandboxId, root); // a dead process's freeze and scratch
-    claimFreeze(root, 'checkpoint'); // or CKPT_SANDBOX_BUSY: a live process of this host is at it
+    await recoverSandbox(sandboxId, root);
+    claimFreeze(root, op);
     try {
-      return await this.takeClaimed(rec, turn, plan);
+      return await fn();
     } finally {
       releaseFreeze(root);
     }
@@ -171,6 +179,8 @@ export class Checkpointer {
     // Only chunks found good lately are built on (integrity.ts): checked before the freeze.
     const check = parent ? await span('ck.check-parent', async () => checkParent(this.store, parent, await this.manifestOf(parent), (dg) => this.imageChunks(sandboxId, dg))) : null;
     const previous = check?.previous;
+    // a check made now is recorded, so the next process trusts it for the trust period
+    if (parent && check?.verifiedAtMs && check.verifiedAtMs > (parent.verifiedAtMs ?? 0)) await this.catalog.markVerified(parent.id, check.verifiedAtMs);
 
     const d = this.sandboxes.dirs(sandboxId);
     const ckptId = newId('ck-');
@@ -403,15 +413,9 @@ export class Checkpointer {
     targetId: string,
     opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: boolean },
   ): Promise<RestoreResult> {
-    const root = this.sandboxes.dirs(targetId).root;
-    if (!fs.existsSync(root)) return this.restoreClaimed(ck, targetId, opts); // a new sandbox: nobody else knows it yet
-    await recoverSandbox(targetId, root);
-    claimFreeze(root, 'restore');
-    try {
-      return await this.restoreClaimed(ck, targetId, opts);
-    } finally {
-      releaseFreeze(root);
-    }
+    // a new sandbox: nobody else knows it yet
+    if (!fs.existsSync(this.sandboxes.dirs(targetId).root)) return this.restoreClaimed(ck, targetId, opts);
+    return this.claimed(targetId, 'restore', () => this.restoreClaimed(ck, targetId, opts));
   }
 
   private async restoreClaimed(

@@ -27,6 +27,8 @@ export interface ParentCheck {
   imageChunks: Digest[];
   /** Chunks found bad. */
   bad: Digest[];
+  /** When none is bad: the oldest check the parent's chunks now rely on (to record in the catalog). */
+  verifiedAtMs: number | null;
 }
 
 /** Chunks of a stored process image: its recipe and every chunk the recipe names. Throws what `getJson` throws. */
@@ -71,7 +73,8 @@ export async function checkParent(
   if (bad.size || imageBad) {
     log.warn({ checkpointId: parent.id, badChunks: [...bad].slice(0, 20), files: rescan.length, imageBad }, 'parent checkpoint has bad chunks: not building on them');
   }
-  return { previous: kept, rescan, imageBad, imageChunks: imageBad ? [] : imageChunks, bad: [...bad] };
+  const verifiedAtMs = bad.size || imageBad ? null : store.verified.oldest(all);
+  return { previous: kept, rescan, imageBad, imageChunks: imageBad ? [] : imageChunks, bad: [...bad], verifiedAtMs };
 }
 
 /**

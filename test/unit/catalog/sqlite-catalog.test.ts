@@ -165,3 +165,16 @@ test('a corrupt row costs that one checkpoint: listings go on, get refuses it wi
     assert.match(sbs[0]!.corrupt!, /config is not JSON/);
     await assert.rejects(c.getSandbox('sb1'), isCode('CATALOG_SANDBOX_CORRUPT'));
   }));
+
+test('verified_at: recorded at commit, moved only forward by markVerified, null for rows from before it existed', () =>
+  withCatalog(async (c) => {
+    const a = await c.commitCheckpoint(draft({ verifiedAtMs: 500 }));
+    assert.equal(a.verifiedAtMs, 500);
+    await c.markVerified(a.id, 400);
+    assert.equal((await c.getCheckpoint(a.id)).verifiedAtMs, 500, 'an older check does not replace a younger one');
+    await c.markVerified(a.id, 900);
+    assert.equal((await c.getCheckpoint(a.id)).verifiedAtMs, 900);
+    const b = await c.commitCheckpoint(draft({ parentId: a.id }));
+    assert.equal(b.verifiedAtMs, null);
+    await assert.rejects(c.markVerified('ck-nope', 1), isCode('CATALOG_CHECKPOINT_NOT_FOUND'));
+  }));
