@@ -16,6 +16,10 @@
  *   attributes are not imported: the parser decodes PAX values as text, so binary ones (file
  *   capabilities) cannot be written back exactly, and `trusted.overlay.*` would steer overlayfs.
  *
+ * Metadata calls are synchronous (each a few µs): through the libuv pool, 6–7 round trips per entry
+ * made a 6700-entry layer 3–4× slower than GNU tar on a busy host. The data is written a chunk at a
+ * time as the tar stream yields it, so the event loop still runs between chunks and entries.
+ *
  * Why lstat per component is enough here (no openat2): the only writer of the staging rootfs is
  * this loop, one entry at a time, in a 0700 directory no sandbox or host user reaches; the
  * attacker is the archive, which acts only through the entries we check before acting.
@@ -161,9 +165,9 @@ class LayerWriter {
       if (!target || target.includes('\0') || target.length > 4096)
         throw unsafe('symlink has no usable target', h.name);
       await this.removeExisting(rel);
-      await fsp.symlink(target, abs);
-      await fsp.lchown(abs, h.uid ?? 0, h.gid ?? 0);
-      if (h.mtime) await fsp.lutimes(abs, h.mtime, h.mtime);
+      fs.symlinkSync(target, abs);
+      fs.lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
+      if (h.mtime) fs.lutimesSync(abs, h.mtime, h.mtime);
       await drain(data);
     } else if (type === 'link') {
       await this.hardLink(parts, h);
@@ -173,7 +177,7 @@ class LayerWriter {
       await run('mkfifo', ['-m', ((h.mode ?? 0o644) & 0o7777).toString(8), '--', abs], {
         errorCode: 'IMAGE_IMPORT_FAILED',
       });
-      await fsp.lchown(abs, h.uid ?? 0, h.gid ?? 0);
+      fs.lchownSync(abs, h.uid ?? 0, h.gid ?? 0);
       await drain(data);
     } else {
       throw new CrabError(
@@ -190,7 +194,7 @@ class LayerWriter {
   /** Sets the directories' mtimes (still directories, still reached through directories). */
   async finish(): Promise<void> {
     for (const { rel, mtime } of this.dirTimes)
-      if (this.dirs.has(rel)) await fsp.lutimes(this.abs(rel ? rel.split('/') : []), mtime, mtime);
+      if (this.dirs.has(rel)) fs.lutimesSync(this.abs(rel ? rel.split('/') : []), mtime, mtime);
   }
 
   private abs(parts: readonly string[]): string {
@@ -212,7 +216,7 @@ class LayerWriter {
       const st = await lstatOrNull(this.abs(parts.slice(0, i)));
       if (!st) {
         if (!opts.create) return false;
-        await fsp.mkdir(this.abs(parts.slice(0, i)), { mode: 0o755 });
+        fs.mkdirSync(this.abs(parts.slice(0, i)), { mode: 0o755 });
         this.touched.add(rel);
       } else if (!st.isDirectory()) {
         throw unsafe(
@@ -231,13 +235,13 @@ class LayerWriter {
     const abs = this.abs(parts);
     const st = await lstatOrNull(abs);
     if (st && !st.isDirectory()) await this.removeExisting(rel);
-    if (!st || !st.isDirectory()) await fsp.mkdir(abs, { mode: 0o700 });
-    const fh = await fsp.open(abs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!st || !st.isDirectory()) fs.mkdirSync(abs, { mode: 0o700 });
+    const fd = fs.openSync(abs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     try {
-      await fh.chown(h.uid ?? 0, h.gid ?? 0);
-      await fh.chmod((h.mode ?? 0o755) & 0o7777);
+      fs.fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
+      fs.fchmodSync(fd, (h.mode ?? 0o755) & 0o7777);
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
     this.dirs.add(rel);
     this.touched.add(rel);
@@ -257,7 +261,7 @@ class LayerWriter {
     const st = await lstatOrNull(abs);
     if (st && st.ino === tst.ino && st.dev === tst.dev) return; // already that file
     await this.removeExisting(parts.join('/'));
-    await fsp.link(target, abs); // link(2) does not follow a symlink target: the link is to the symlink itself
+    fs.linkSync(target, abs); // link(2) does not follow a symlink target: the link is to the symlink itself
   }
 
   private async whiteout(dir: string[], name: string, member: string): Promise<void> {
@@ -286,26 +290,25 @@ class LayerWriter {
       await fsp.rm(abs, { recursive: true, force: true }); // lstat-based: a symlink inside is removed, not followed
       for (const d of this.dirs) if (d === rel || d.startsWith(`${rel}/`)) this.dirs.delete(d);
     } else {
-      await fsp.unlink(abs);
+      fs.unlinkSync(abs);
     }
   }
 }
 
 /** Creates a regular file that did not exist (never through a link) and writes the member's data, owner, mode and mtime. */
 async function writeFile(abs: string, data: Readable, h: tar.Header): Promise<void> {
-  const fh = await fsp.open(abs, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+  const fd = fs.openSync(abs, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
   try {
     let pos = 0;
     for await (const chunk of data as AsyncIterable<Buffer>) {
-      for (let done = 0; done < chunk.length;)
-        done += (await fh.write(chunk, done, chunk.length - done, pos + done)).bytesWritten;
+      for (let done = 0; done < chunk.length; ) done += fs.writeSync(fd, chunk, done, chunk.length - done, pos + done);
       pos += chunk.length;
     }
-    await fh.chown(h.uid ?? 0, h.gid ?? 0);
-    await fh.chmod((h.mode ?? 0o644) & 0o7777); // after chown, which clears setuid/setgid
-    if (h.mtime) await fh.utimes(h.mtime, h.mtime);
+    fs.fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
+    fs.fchmodSync(fd, (h.mode ?? 0o644) & 0o7777); // after chown, which clears setuid/setgid
+    if (h.mtime) fs.futimesSync(fd, h.mtime, h.mtime);
   } finally {
-    await fh.close();
+    fs.closeSync(fd);
   }
 }
 
@@ -315,7 +318,7 @@ async function drain(data: Readable): Promise<void> {
 
 async function lstatOrNull(p: string): Promise<fs.Stats | null> {
   try {
-    return await fsp.lstat(p);
+    return fs.lstatSync(p);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
