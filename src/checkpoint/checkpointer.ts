@@ -25,7 +25,6 @@ import { loadManifest, manifestDigests, materialize, snapshot, type Manifest, ty
 import { checkParent, processImageChunks, verifiedAtOf } from './integrity.js';
 import { recoverAfterCrash, recoverSandbox, type RecoveryReport } from './crash-recovery.js';
 import { claimFreeze, releaseFreeze } from './freeze-owner.js';
-import { ownerTag } from '../core/owner.js';
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
@@ -185,7 +184,7 @@ export class Checkpointer {
     const d = this.sandboxes.dirs(sandboxId);
     const ckptId = newId('ck-');
     // named with its owner: if this process dies, the next Crab process removes it (crash-recovery.ts)
-    const scratch = path.join(d.ckpt, `${ckptId}.${ownerTag()}`);
+    const scratch = path.join(d.ckpt, `${ckptId}.${ownerMark()}`);
     const imageDir = path.join(scratch, 'img');
     let frozenMs: number;
     let dumpMs = 0;
@@ -469,8 +468,8 @@ export class Checkpointer {
     // chunk makes restore refuse while the sandbox is still intact, and downtime stays short.
     fs.mkdirSync(d.root, { recursive: true });
     // named with their owner: if this process dies, the next Crab process removes them (crash-recovery.ts)
-    const staging = `${d.upper}.restore.${ownerTag()}`;
-    const scratch = path.join(d.ckpt, `restore-${newId('')}.${ownerTag()}`);
+    const staging = `${d.upper}.restore.${ownerMark()}`;
+    const scratch = path.join(d.ckpt, `restore-${newId('')}.${ownerMark()}`);
     const tFs = performance.now();
     let processMs = 0;
     // Files unchanged since the checkpoint are linked from the current upper, frozen meanwhile

@@ -9,13 +9,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ownerAlive, ownerOfName } from '../core/owner.js';
+import { STALE_AFTER_MS, isAlive, ownerFromName } from '../core/owner.js';
 import { rootLogger } from '../core/log.js';
 import { freezerStateFile, hostPidsOf, thaw } from '../sandbox/cgroup.js';
 import { clearFreezeRecord, readFreezeRecord, staleFreezeVerdict } from './freeze-owner.js';
 
 /** Scratch with no owner in its name is removed only once older than this (it may be a live older Crab's). */
-export const UNOWNED_SCRATCH_GRACE_MS = 60 * 60_000;
+export const UNOWNED_SCRATCH_GRACE_MS = STALE_AFTER_MS;
 /** The prefix of restore staging directories beside a sandbox's upper. */
 export const RESTORE_STAGING_PREFIX = 'upper.restore';
 
@@ -47,7 +47,7 @@ export async function recoverSandbox(id: string, root: string, rep: RecoveryRepo
   try {
     const record = readFreezeRecord(root);
     if (record) {
-      const alive = ownerAlive(record);
+      const alive = isAlive(record);
       const frozen = !alive && freezerFrozen(id);
       const verdict = staleFreezeVerdict({ frozen, record, ownerAlive: alive, tracedByCriu: !alive && frozen && tracedByCriu(id) });
       if (verdict === 'thaw') {
@@ -88,8 +88,8 @@ function tracedByCriu(id: string): boolean {
 
 /** Whether an entry's owner (from its name) is gone; entries without one count as gone once older than the grace. */
 export function ownedByDead(p: string, nowMs = Date.now()): boolean {
-  const owner = ownerOfName(path.basename(p));
-  if (owner) return !ownerAlive(owner);
+  const owner = ownerFromName(path.basename(p));
+  if (owner) return !isAlive(owner);
   try {
     return nowMs - fs.lstatSync(p).mtimeMs >= UNOWNED_SCRATCH_GRACE_MS;
   } catch {

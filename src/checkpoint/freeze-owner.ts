@@ -9,11 +9,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { conflict } from '../core/errors.js';
-import { currentOwner, ownerAlive, type Owner } from '../core/owner.js';
+import { isAlive, selfIdentity, type ProcessIdentity } from '../core/owner.js';
 
 export const FREEZE_RECORD = 'freeze-owner.json';
 
-export interface FreezeRecord extends Owner {
+export interface FreezeRecord extends ProcessIdentity {
   op: 'checkpoint' | 'restore';
   atMs: number;
 }
@@ -38,7 +38,7 @@ export function readFreezeRecord(sandboxRoot: string): FreezeRecord | null {
   return { pid: 0, startTicks: 0, op: 'checkpoint', atMs: 0 };
 }
 
-const isSelf = (r: Owner) => r.pid === currentOwner().pid && r.startTicks === currentOwner().startTicks;
+const isSelf = (r: ProcessIdentity) => r.pid === selfIdentity().pid && r.startTicks === selfIdentity().startTicks;
 
 /**
  * Records this process as the one about to freeze the sandbox. Atomic and exclusive (the complete
@@ -46,7 +46,7 @@ const isSelf = (r: Owner) => r.pid === currentOwner().pid && r.startTicks === cu
  * replaced; one of a live other process refuses with CKPT_SANDBOX_BUSY.
  */
 export function claimFreeze(sandboxRoot: string, op: FreezeRecord['op']): void {
-  const me = currentOwner();
+  const me = selfIdentity();
   const tmp = path.join(sandboxRoot, `.${FREEZE_RECORD}.${me.pid}-${me.startTicks}`);
   fs.writeFileSync(tmp, JSON.stringify({ ...me, op, atMs: Date.now() } satisfies FreezeRecord));
   try {
@@ -58,7 +58,7 @@ export function claimFreeze(sandboxRoot: string, op: FreezeRecord['op']): void {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
       }
       const held = readFreezeRecord(sandboxRoot);
-      if (held && !isSelf(held) && ownerAlive(held)) {
+      if (held && !isSelf(held) && isAlive(held)) {
         throw conflict(
           'CKPT_SANDBOX_BUSY',
           `sandbox '${path.basename(sandboxRoot)}' is frozen by process ${held.pid} (${held.op}, since ${new Date(held.atMs).toISOString()})`,

@@ -53,7 +53,7 @@ import type {
 import { DIR_FORMATS, PAGE_BYTES, isDigest } from './content-store.js';
 import { CrabError } from '../core/errors.js';
 import { rootLogger } from '../core/log.js';
-import { ownerTag } from '../core/owner.js';
+import { ownerMark } from '../core/owner.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
 import { basisPageLocations } from './page-basis.js';
 import { ChunkAssembler } from './content-cuts.js';
@@ -608,7 +608,7 @@ export class LocalContentStore implements ContentStore {
   /** @internal used by ChunkBatch */
   nextTmpPath(digest: Digest): string {
     // the owner last: a process that finds it after this one died removes it (crash-recovery.ts)
-    return path.join(this.tmpDir, `${digest}.${++this.tmpCounter}.${ownerTag()}`);
+    return path.join(this.tmpDir, `${digest}.${++this.tmpCounter}.${ownerMark()}`);
   }
 
   /** @internal A batch started writing this chunk. */

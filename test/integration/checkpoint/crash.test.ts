@@ -10,7 +10,7 @@ import { checkpointer } from '../../support/cr.js';
 import { REPO_ROOT } from '../../../src/core/paths.js';
 import { loadManifest, manifestDigests } from '../../../src/fssnap/index.js';
 import { dirRecipeDigests, type DirRecipe } from '../../../src/store/content-store.js';
-import { ownerAlive, ownerOfName } from '../../../src/core/owner.js';
+import { isAlive, ownerFromName } from '../../../src/core/owner.js';
 import { freezerState } from '../../../src/checkpoint/freezer.js';
 
 const LOOP = path.join(REPO_ROOT, 'dist/test/support/checkpoint-loop.js');
@@ -47,10 +47,10 @@ describe('kill -9 of the checkpointing daemon at random points', rootOnly(), () 
     // Crab process has looked: nothing of a dead owner.
     const deadTmp = () =>
       fs.readdirSync(tmpDir).filter((n) => {
-        const o = ownerOfName(n);
-        return o && !ownerAlive(o);
+        const o = ownerFromName(n);
+        return o && !isAlive(o);
       });
-    const deadScratch = () => fs.readdirSync(m.dirs(id).ckpt).filter((n) => !ownerAlive(ownerOfName(n) ?? { pid: 0, startTicks: 0 }));
+    const deadScratch = () => fs.readdirSync(m.dirs(id).ckpt).filter((n) => !isAlive(ownerFromName(n) ?? { pid: 0, startTicks: 0 }));
     const leftBytes = deadTmp().reduce((sum, n) => sum + fs.statSync(path.join(tmpDir, n)).size, 0);
     const leftScratch = deadScratch().length;
     const cr = await checkpointer();

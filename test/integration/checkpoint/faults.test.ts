@@ -23,7 +23,7 @@ import { loadManifest, manifestDigests } from '../../../src/fssnap/index.js';
 import { dirRecipeDigests, type DirRecipe } from '../../../src/store/content-store.js';
 import { startDaemon } from '../../../src/daemon/daemon.js';
 import { rootLogger } from '../../../src/core/log.js';
-import { ownerOfName } from '../../../src/core/owner.js';
+import { ownerFromName } from '../../../src/core/owner.js';
 
 const CHILD = path.join(REPO_ROOT, 'dist/test/support/ckpt-child.js');
 const CLI = path.join(REPO_ROOT, 'dist/src/cli/main.js');
@@ -70,7 +70,7 @@ function appears(dir: string, match: (name: string) => boolean): { seen: Promise
 }
 
 /** The store's temp files that process `pid` owns. */
-const tmpOf = (pid: number) => fs.readdirSync(path.join(paths.store, 'tmp')).filter((n) => ownerOfName(n)?.pid === pid);
+const tmpOf = (pid: number) => fs.readdirSync(path.join(paths.store, 'tmp')).filter((n) => ownerFromName(n)?.pid === pid);
 
 describe('integrity under faults (real kill -9 of a checkpointing process)', rootOnly(), () => {
   const prefix = testPrefix('faults');
@@ -113,7 +113,7 @@ describe('integrity under faults (real kill -9 of a checkpointing process)', roo
     for (let attempt = 0; attempt < 3 && left.length === 0; attempt++) {
       await m.exec(id, `head -c ${(64 << attempt) * 2 ** 20} /dev/urandom > /data/big${attempt}`, { session: 'main', timeoutMs: 120_000 });
       const c = startChild('take', id, 'fs');
-      const w = appears(path.join(paths.store, 'tmp'), (n) => ownerOfName(n)?.pid === c.child.pid);
+      const w = appears(path.join(paths.store, 'tmp'), (n) => ownerFromName(n)?.pid === c.child.pid);
       const first = await Promise.race([w.seen, c.exited.then(() => null)]);
       w.close();
       if (first) await kill9(c);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { claimFreeze, readFreezeRecord, releaseFreeze, staleFreezeVerdict, type FreezeRecord } from '../../../src/checkpoint/freeze-owner.js';
 import { ownedByDead } from '../../../src/checkpoint/crash-recovery.js';
-import { currentOwner, ownerAlive, ownerOfName, ownerTag, processStartTicks } from '../../../src/core/owner.js';
+import { isAlive as ownerAlive, ownerFromName as ownerOfName, ownerMark, processStartTicks, selfIdentity as currentOwner } from '../../../src/core/owner.js';
 
 const rec: FreezeRecord = { pid: 1234, startTicks: 5, op: 'checkpoint', atMs: 0 };
 
@@ -23,11 +23,11 @@ test('stale freeze verdicts', () => {
 });
 
 test('owner tags: parsed from the end of a name; a dead or recycled pid is not the owner', () => {
-  assert.deepEqual(ownerOfName('ck-abc.123-456'), { pid: 123, startTicks: 456 });
-  assert.deepEqual(ownerOfName(`${'a'.repeat(64)}.17.99-1`), { pid: 99, startTicks: 1 });
-  for (const n of ['ck-abc', 'upper.restore', 'x.12', 'x.12-', 'x.-3', `${'a'.repeat(64)}.42.7`]) assert.equal(ownerOfName(n), null, n);
+  assert.deepEqual(ownerOfName(`ck-abc.${ownerMark({ pid: 123, startTicks: 456 })}`), { pid: 123, startTicks: 456 });
+  assert.deepEqual(ownerOfName(`${'a'.repeat(64)}.17.${ownerMark({ pid: 99, startTicks: 1 })}`), { pid: 99, startTicks: 1 });
+  for (const n of ['ck-abc', 'upper.restore', 'x.12', 'x.12-3', `${'a'.repeat(64)}.42.7`]) assert.equal(ownerOfName(n), null, n);
   assert.ok(ownerAlive(currentOwner()));
-  assert.ok(ownerTag().startsWith(`${process.pid}-`));
+  assert.ok(ownerMark().startsWith(`~p${process.pid}t`));
   assert.ok(!ownerAlive({ pid: process.pid, startTicks: currentOwner().startTicks + 1 }), 'same pid, another start: recycled');
   const child = spawnSync(process.execPath, ['-e', 'console.log(process.pid)']);
   const deadPid = Number(child.stdout.toString());
@@ -61,8 +61,8 @@ test('freeze records: exclusive against a live owner, taken over from a dead one
     assert.equal(readFreezeRecord(root)!.pid, 0);
     assert.deepEqual(fs.readdirSync(root), ['freeze-owner.json'], 'no temp file left');
     // scratch: a live owner's is kept, a dead one's goes, an unowned one only when old
-    const mine = path.join(root, `ck-1.${ownerTag()}`);
-    const dead = path.join(root, `ck-2.${parent.pid}-${parent.startTicks + 1}`);
+    const mine = path.join(root, `ck-1.${ownerMark()}`);
+    const dead = path.join(root, `ck-2.${ownerMark({ pid: parent.pid, startTicks: parent.startTicks + 1 })}`);
     const unowned = path.join(root, 'ck-3');
     for (const p of [mine, dead, unowned]) fs.mkdirSync(p);
     assert.equal(ownedByDead(mine), false);
