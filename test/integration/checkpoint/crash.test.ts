@@ -50,7 +50,7 @@ describe('kill -9 of the checkpointing daemon at random points', rootOnly(), () 
         const o = ownerFromName(n);
         return o && !isAlive(o);
       });
-    const deadScratch = () => fs.readdirSync(m.dirs(id).ckpt).filter((n) => !isAlive(ownerFromName(n) ?? { pid: 0, startTicks: 0 }));
+    const deadScratch = () => (fs.existsSync(m.dirs(id).ckpt) ? fs.readdirSync(m.dirs(id).ckpt) : []).filter((n) => !isAlive(ownerFromName(n) ?? { pid: 0, startTicks: 0 }));
     const leftBytes = deadTmp().reduce((sum, n) => sum + fs.statSync(path.join(tmpDir, n)).size, 0);
     const leftScratch = deadScratch().length;
     const cr = await checkpointer();

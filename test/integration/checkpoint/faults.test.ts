@@ -88,7 +88,7 @@ describe('integrity under faults (real kill -9 of a checkpointing process)', roo
     assert.equal((await c.lines.next()).value, 'frozen');
     assert.equal(freezerState(id), 'FROZEN');
     assert.equal(readFreezeRecord(d.root)?.pid, c.child.pid);
-    const scratch = fs.readdirSync(d.ckpt).filter((n) => n.includes(`.${c.child.pid}-`));
+    const scratch = fs.readdirSync(d.ckpt).filter((n) => ownerFromName(n)?.pid === c.child.pid);
     assert.equal(scratch.length, 1, 'its CRIU image dir is there');
     // its owner lives: nothing undoes the freeze, and another checkpointer is told it is busy
     assert.equal(cli('sandbox', 'ls', '--json').status, 0);
@@ -103,7 +103,7 @@ describe('integrity under faults (real kill -9 of a checkpointing process)', roo
     assert.equal(next.status, 0, next.stderr);
     assert.equal(freezerState(id), 'THAWED');
     assert.equal(readFreezeRecord(d.root), null);
-    assert.deepEqual(fs.readdirSync(d.ckpt).filter((n) => n.includes(`.${c.child.pid}-`)), [], 'its scratch is gone');
+    assert.deepEqual(fs.readdirSync(d.ckpt).filter((n) => ownerFromName(n)?.pid === c.child.pid), [], 'its scratch is gone');
     assert.equal((await m.exec(id, 'jobs | wc -l', { session: 'main' })).stdout.trim(), '1', 'the sandbox runs on');
     console.log(`# next CLI call thawed and cleaned in ${Math.round(next.ms)} ms (whole command)`);
   });
@@ -135,7 +135,7 @@ describe('integrity under faults (real kill -9 of a checkpointing process)', roo
     const target = await cr.take(id, { kind: 'full' });
     await m.exec(id, 'for i in $(seq 1 200); do echo changed > /data/f$i; done', { session: 'main' });
     const c = startChild('rollback', id, target.checkpoint.id);
-    const w = appears(d.root, (n) => n.startsWith(`upper.restore.${c.child.pid}-`));
+    const w = appears(d.root, (n) => n.startsWith('upper.restore.') && ownerFromName(n)?.pid === c.child.pid);
     const staged = await Promise.race([w.seen, c.exited.then(() => null)]);
     w.close();
     assert.ok(staged, 'the rollback started staging before it ended');
