@@ -19,6 +19,8 @@ export interface SandboxRecord {
   config: unknown;
   createdAtMs: number;
   state: string;
+  /** Set when the stored row cannot be read (then `config` is null): why. `getSandbox` refuses such a row. */
+  corrupt?: string;
 }
 
 /**
@@ -44,6 +46,8 @@ export interface CheckpointDraft {
   processImage: ProcessImageRef | null;
   effects?: unknown;
   meta?: unknown;
+  /** When every chunk the checkpoint names was last known good (ms): the oldest check it relies on. */
+  verifiedAtMs?: number | null;
 }
 
 export interface CheckpointRecord {
@@ -63,6 +67,18 @@ export interface CheckpointRecord {
   processImageFrom: string | null;
   effects: unknown;
   meta: unknown;
+  /**
+   * When every chunk this checkpoint names was last known good (ms since epoch): written, or read
+   * and hashed. A later checkpoint builds on its chunks without reading them again only while this
+   * is recent (`VerifiedChunks.trustMs`). Null: unknown (older catalogs).
+   */
+  verifiedAtMs: number | null;
+  /**
+   * Set only in listings (`listCheckpoints`, `children`, `ancestors`) when the stored row cannot
+   * be read: why. Its unreadable fields are null. `getCheckpoint` refuses such a row
+   * (`CATALOG_CHECKPOINT_CORRUPT`), so nothing restores from it or builds on it.
+   */
+  corrupt?: string;
 }
 
 /** A GC root: a stored JSON document whose referenced chunks are live. */
@@ -82,8 +98,9 @@ export interface CommitOptions {
 export interface Catalog {
   /** Inserts or replaces a sandbox row. Idempotent. */
   putSandbox(s: SandboxRecord): Promise<void>;
-  /** Throws `CATALOG_SANDBOX_NOT_FOUND`. */
+  /** Throws `CATALOG_SANDBOX_NOT_FOUND`, or `CATALOG_SANDBOX_CORRUPT` when its row cannot be read. */
   getSandbox(id: string): Promise<SandboxRecord>;
+  /** Every sandbox; an unreadable row is listed with `corrupt` set instead of failing the listing. */
   listSandboxes(): Promise<SandboxRecord[]>;
   /** Throws `CATALOG_SANDBOX_NOT_FOUND`. */
   setSandboxState(id: string, state: string): Promise<void>;
@@ -100,9 +117,9 @@ export interface Catalog {
    * same sandbox, `reuseOf` exists and has a process image. On failure: nothing recorded.
    */
   commitCheckpoint(draft: CheckpointDraft, opts?: CommitOptions): Promise<CheckpointRecord>;
-  /** Throws `CATALOG_CHECKPOINT_NOT_FOUND`. */
+  /** Throws `CATALOG_CHECKPOINT_NOT_FOUND`, or `CATALOG_CHECKPOINT_CORRUPT` when its row cannot be read. */
   getCheckpoint(id: string): Promise<CheckpointRecord>;
-  /** A sandbox's checkpoints, oldest first. */
+  /** A sandbox's checkpoints, oldest first; an unreadable row is listed with `corrupt` set instead of failing the listing. */
   listCheckpoints(sandboxId: string): Promise<CheckpointRecord[]>;
   /** Direct children, oldest first. */
   children(id: string): Promise<CheckpointRecord[]>;
@@ -120,6 +137,8 @@ export interface Catalog {
    * Throws `CATALOG_CHECKPOINT_REFERENCED` while a ref points at it. Chunks are freed by the next GC.
    */
   deleteCheckpoint(id: string): Promise<void>;
+  /** Records that every chunk of the checkpoint was found good at `atMs` (keeps a later record). */
+  markVerified(id: string, atMs: number): Promise<void>;
 
   /** Points `name` at a checkpoint (creates or moves). Throws when the checkpoint is unknown. */
   setRef(name: string, checkpointId: string): Promise<void>;
@@ -128,7 +147,7 @@ export interface Catalog {
   deleteRef(name: string): Promise<void>;
   listRefs(): Promise<Array<{ name: string; checkpointId: string }>>;
 
-  /** Distinct roots of all checkpoints. */
+  /** Distinct roots of all checkpoints (a root that is not a digest names nothing and is left out). */
   gcRoots(): Promise<GcRoot[]>;
   /**
    * Every chunk digest reachable from a checkpoint: the roots themselves plus what `expand`
@@ -147,6 +166,8 @@ export const CATALOG_ERROR_CODES = {
   checkpointReferenced: 'CATALOG_CHECKPOINT_REFERENCED',
   badLineage: 'CATALOG_BAD_LINEAGE',
   schemaTooNew: 'CATALOG_SCHEMA_TOO_NEW',
+  checkpointCorrupt: 'CATALOG_CHECKPOINT_CORRUPT',
+  sandboxCorrupt: 'CATALOG_SANDBOX_CORRUPT',
 } as const;
 
 export function sandboxNotFound(id: string): CrabError {
@@ -155,4 +176,17 @@ export function sandboxNotFound(id: string): CrabError {
 
 export function checkpointNotFound(id: string): CrabError {
   return new CrabError(CATALOG_ERROR_CODES.checkpointNotFound, 'not-found', `no checkpoint '${id}' in the catalog`, 'List the sandbox\'s checkpoints to see what exists.', { id });
+}
+
+/** A row that exists but cannot be read (bad JSON, a column of the wrong type): that one record is unusable. */
+export function rowCorrupt(what: 'checkpoint' | 'sandbox', id: string, why: string): CrabError {
+  return new CrabError(
+    what === 'checkpoint' ? CATALOG_ERROR_CODES.checkpointCorrupt : CATALOG_ERROR_CODES.sandboxCorrupt,
+    'internal',
+    `the catalog's record of ${what} '${id}' is corrupt (${why})`,
+    what === 'checkpoint'
+      ? 'That checkpoint cannot be restored or built on; the others are unaffected. Roll back to another checkpoint, or delete this one.'
+      : "That sandbox's catalog record cannot be read; its checkpoints are listed on their own. Remove the sandbox from the catalog if it is gone.",
+    { id, why },
+  );
 }

@@ -18,7 +18,7 @@ import type {
   GcRootExpander,
   SandboxRecord,
 } from './catalog.js';
-import { CATALOG_ERROR_CODES, checkpointNotFound, sandboxNotFound } from './catalog.js';
+import { CATALOG_ERROR_CODES, checkpointNotFound, rowCorrupt, sandboxNotFound } from './catalog.js';
 
 /** Migration N (1-based) brings user_version from N-1 to N. Append only; never edit a released one. */
 const MIGRATIONS: readonly string[] = [
@@ -52,6 +52,8 @@ const MIGRATIONS: readonly string[] = [
      checkpoint_id TEXT NOT NULL REFERENCES checkpoints(id)
    );
    CREATE INDEX refs_by_checkpoint ON refs(checkpoint_id);`,
+  // 2: when every chunk a checkpoint names was last known good (ms); null: unknown, check before building on it
+  `ALTER TABLE checkpoints ADD COLUMN verified_at INTEGER;`,
 ];
 
 interface CheckpointRow {
@@ -68,6 +70,7 @@ interface CheckpointRow {
   process_image_from: string | null;
   effects: string;
   meta: string;
+  verified_at: number | null;
   seq?: number;
 }
 
@@ -129,7 +132,9 @@ export class SqliteCatalog implements Catalog {
   async getSandbox(id: string): Promise<SandboxRecord> {
     const row = this.db.prepare('SELECT * FROM sandboxes WHERE id = ?').get(id) as SandboxRow | undefined;
     if (!row) throw sandboxNotFound(id);
-    return sandboxFromRow(row);
+    const rec = sandboxFromRow(row);
+    if (rec.corrupt) throw rowCorrupt('sandbox', id, rec.corrupt);
+    return rec;
   }
 
   async listSandboxes(): Promise<SandboxRecord[]> {
@@ -194,8 +199,8 @@ export class SqliteCatalog implements Catalog {
       this.db
         .prepare(
           `INSERT INTO checkpoints (id, sandbox_id, parent_id, kind, turn, created_at, logical_bytes, new_bytes,
-             fs_manifest, process_image, process_image_from, effects, meta)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             fs_manifest, process_image, process_image_from, effects, meta, verified_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           id,
@@ -211,6 +216,7 @@ export class SqliteCatalog implements Catalog {
           processImageFrom,
           JSON.stringify(draft.effects ?? null),
           JSON.stringify(draft.meta ?? null),
+          draft.verifiedAtMs ?? null,
         );
       const setRef = this.db.prepare(
         'INSERT INTO refs (name, checkpoint_id) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET checkpoint_id = excluded.checkpoint_id',
@@ -223,7 +229,9 @@ export class SqliteCatalog implements Catalog {
   }
 
   async getCheckpoint(id: string): Promise<CheckpointRecord> {
-    return checkpointFromRow(this.row(id));
+    const rec = checkpointFromRow(this.row(id));
+    if (rec.corrupt) throw rowCorrupt('checkpoint', id, rec.corrupt);
+    return rec;
   }
 
   async listCheckpoints(sandboxId: string): Promise<CheckpointRecord[]> {
@@ -252,7 +260,7 @@ export class SqliteCatalog implements Catalog {
   }
 
   async newestProcessImage(id: string): Promise<CheckpointRecord | null> {
-    const self = checkpointFromRow(this.row(id));
+    const self = await this.getCheckpoint(id);
     for (const c of [self, ...(await this.ancestors(id))]) {
       if (c.processImage && c.processImageFrom === c.id) return c;
     }
@@ -285,6 +293,11 @@ export class SqliteCatalog implements Catalog {
     }).immediate();
   }
 
+  async markVerified(id: string, atMs: number): Promise<void> {
+    const r = this.db.prepare('UPDATE checkpoints SET verified_at = max(coalesce(verified_at, 0), ?) WHERE id = ?').run(atMs, id);
+    if (r.changes === 0) throw checkpointNotFound(id);
+  }
+
   async getRef(name: string): Promise<string | null> {
     const r = this.db.prepare('SELECT checkpoint_id FROM refs WHERE name = ?').get(name) as { checkpoint_id: string } | undefined;
     return r?.checkpoint_id ?? null;
@@ -307,7 +320,7 @@ export class SqliteCatalog implements Catalog {
          SELECT DISTINCT process_image AS digest, 'process-image' AS kind FROM checkpoints WHERE process_image IS NOT NULL`,
       )
       .all() as GcRoot[];
-    return rows;
+    return rows.filter((r) => isDigestText(r.digest));
   }
 
   async liveDigests(expand: GcRootExpander): Promise<Set<string>> {
@@ -361,23 +374,65 @@ function checkRefName(name: string): string {
 }
 
 function sandboxFromRow(r: SandboxRow): SandboxRecord {
-  return { id: r.id, name: r.name, image: r.image, config: JSON.parse(r.config), createdAtMs: r.created, state: r.state };
+  const rec: SandboxRecord = { id: String(r.id), name: String(r.name), image: String(r.image), config: null, createdAtMs: Number(r.created), state: String(r.state) };
+  try {
+    rec.config = JSON.parse(r.config);
+  } catch (err) {
+    rec.corrupt = `config is not JSON: ${(err as Error).message}`;
+  }
+  return rec;
 }
 
-function checkpointFromRow(r: CheckpointRow): CheckpointRecord {
-  return {
-    id: r.id,
-    sandboxId: r.sandbox_id,
-    parentId: r.parent_id,
-    kind: r.kind,
-    turn: r.turn,
-    createdAtMs: r.created_at,
-    logicalBytes: r.logical_bytes,
-    newBytes: r.new_bytes,
-    fsManifest: r.fs_manifest,
-    processImage: r.process_image,
-    processImageFrom: r.process_image_from,
-    effects: JSON.parse(r.effects),
-    meta: JSON.parse(r.meta),
+const DIGEST_TEXT = /^[0-9a-f]{64}$/;
+const isDigestText = (v: unknown): v is string => typeof v === 'string' && DIGEST_TEXT.test(v);
+
+/**
+ * A checkpoint record from its row. Every column is checked rather than trusted (SQLite keeps any
+ * value in any column): what cannot be read is null and `corrupt` says why, so one damaged row
+ * costs that checkpoint alone, never a listing.
+ */
+export function checkpointFromRow(r: CheckpointRow): CheckpointRecord {
+  const problems: string[] = [];
+  const json = (v: unknown, col: string): unknown => {
+    try {
+      return JSON.parse(String(v));
+    } catch {
+      problems.push(`${col} is not JSON`);
+      return null;
+    }
   };
+  const digest = (v: unknown, col: string): string | null => {
+    if (v === null || isDigestText(v)) return v;
+    problems.push(`${col} is not a digest`);
+    return null;
+  };
+  const int = (v: unknown, col: string, nullable = false): number | null => {
+    if (nullable && v === null) return null;
+    if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
+    problems.push(`${col} is not an integer`);
+    return nullable ? null : 0;
+  };
+  const text = (v: unknown, col: string, nullable = false): string | null => {
+    if ((nullable && v === null) || typeof v === 'string') return v as string | null;
+    problems.push(`${col} is not text`);
+    return null;
+  };
+  const rec: CheckpointRecord = {
+    id: String(r.id),
+    sandboxId: text(r.sandbox_id, 'sandbox_id') ?? '',
+    parentId: text(r.parent_id, 'parent_id', true),
+    kind: (['full', 'fs', 'process'] as const).includes(r.kind) ? r.kind : (problems.push('kind is unknown'), r.kind),
+    turn: int(r.turn, 'turn', true),
+    createdAtMs: int(r.created_at, 'created_at') ?? 0,
+    logicalBytes: int(r.logical_bytes, 'logical_bytes') ?? 0,
+    newBytes: int(r.new_bytes, 'new_bytes') ?? 0,
+    fsManifest: digest(r.fs_manifest, 'fs_manifest'),
+    processImage: digest(r.process_image, 'process_image'),
+    processImageFrom: text(r.process_image_from, 'process_image_from', true),
+    effects: json(r.effects, 'effects'),
+    meta: json(r.meta, 'meta'),
+    verifiedAtMs: int(r.verified_at ?? null, 'verified_at', true),
+  };
+  if (problems.length) rec.corrupt = problems.join('; ');
+  return rec;
 }

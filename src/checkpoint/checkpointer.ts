@@ -17,15 +17,19 @@ import { CrabError, conflict, precondition } from '../core/errors.js';
 import { bootId, checkId, newId } from '../core/ids.js';
 import { isAlive, ownerFromName, ownerMark } from '../core/owner.js';
 import { checkLowerDirs } from '../image/image-store.js';
-import type { Catalog } from '../catalog/catalog.js';
+import { CATALOG_ERROR_CODES, type Catalog } from '../catalog/catalog.js';
+import { rootLogger } from '../core/log.js';
 import type { LocalContentStore } from '../store/local-content-store.js';
-import type { DirRecipe } from '../store/content-store.js';
-import { loadManifest, materialize, snapshot, type Manifest, type PendingCapture } from '../fssnap/index.js';
+import { dirRecipeDigests, type DirRecipe } from '../store/content-store.js';
+import { loadManifest, manifestDigests, materialize, snapshot, type Manifest, type PendingCapture } from '../fssnap/index.js';
+import { checkParent, processImageChunks, verifiedAtOf } from './integrity.js';
+import { recoverAfterCrash, recoverSandbox, type RecoveryReport } from './crash-recovery.js';
+import { claimFreeze, releaseFreeze } from './freeze-owner.js';
 import type { SandboxManager } from '../sandbox/sandbox-manager.js';
 import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { mountOverlay, unmount } from '../sandbox/overlay.js';
 import { leaseLink, leaseOwner, releaseLink } from '../sandbox/net-link.js';
-import { processStartTicks } from '../sandbox/sandbox-manager.js';
+import { processStartTicks } from '../core/owner.js';
 import { imageAffinity } from './criu-pagemap.js';
 import { freeze, freezerState, thaw } from './freezer.js';
 import { LAYER_GRACE_MS, layersToRemove, type LayerEntry } from './layer-gc.js';
@@ -49,6 +53,8 @@ export class Checkpointer {
   private readonly locks = new Map<string, Promise<unknown>>();
   /** Last manifest per sandbox (saves a store read per checkpoint). */
   private readonly manifestCache = new Map<string, { digest: string; manifest: Manifest }>();
+  /** Chunks of the last process image per sandbox (saves reading its recipe to check it). */
+  private readonly imageCache = new Map<string, { digest: string; chunks: string[] }>();
 
   constructor(
     readonly sandboxes: SandboxManager,
@@ -69,23 +75,37 @@ export class Checkpointer {
   }
 
   /**
-   * Thaws sandboxes left frozen by a process that died mid-checkpoint. Call at daemon start,
-   * when no checkpoint of this host can be in progress. Returns the sandboxes thawed.
+   * Undoes what Crab processes that died mid-checkpoint or mid-restore left (`crash-recovery.ts`):
+   * thaws the sandboxes they froze, removes their scratch and the store's temp files. Safe at any
+   * time: what a live process holds is left alone.
    */
-  async recoverStaleFreezes(): Promise<string[]> {
-    const thawed: string[] = [];
-    for (const sb of await this.sandboxes.list()) {
-      if (sb.status === 'paused' && freezerState(sb.id) !== 'THAWED') {
-        thaw(sb.id);
-        thawed.push(sb.id);
-      }
+  recoverAfterCrash(): Promise<RecoveryReport> {
+    return recoverAfterCrash(this.sandboxes.paths.sandboxes, this.store.tmpDir);
+  }
+
+  /**
+   * The head as the next checkpoint's parent, or null when its catalog row is corrupt: then the
+   * next checkpoint is a full one that reuses nothing from it (it still names it as its parent,
+   * so the lineage stays whole).
+   */
+  private async usableParent(id: string): Promise<CheckpointRecord | null> {
+    try {
+      return await this.catalog.getCheckpoint(id);
+    } catch (err) {
+      if (!(err instanceof CrabError) || err.code !== CATALOG_ERROR_CODES.checkpointCorrupt) throw err;
+      rootLogger.warn({ err, checkpointId: id }, 'head checkpoint unreadable; taking a full checkpoint that reuses nothing of it');
+      return null;
     }
-    return thawed;
   }
 
   /** Head (newest checkpoint of the current branch) of a sandbox, or null. */
   head(sandboxId: string): Promise<string | null> {
     return this.catalog.getRef(headRef(sandboxId));
+  }
+
+  private async imageChunks(sandboxId: string, digest: string): Promise<string[]> {
+    const cached = this.imageCache.get(sandboxId);
+    return cached?.digest === digest ? cached.chunks : processImageChunks(this.store, digest);
   }
 
   private async manifestOf(ck: CheckpointRecord): Promise<Manifest | undefined> {
@@ -123,20 +143,48 @@ export class Checkpointer {
     turn: number | null,
     plan: (ctx: { first: boolean; parent: CheckpointRecord | null }) => Promise<Omit<TakeOptions, 'turn'> | null>,
   ): Promise<TakeResult | null> {
-    const t0 = performance.now();
     const rec = this.sandboxes.record(sandboxId);
-    // We hold this sandbox's lock, so a frozen cgroup is stale: left by a crashed daemon mid-checkpoint.
+    return this.claimed(sandboxId, 'checkpoint', () => this.takeClaimed(rec, turn, plan));
+  }
+
+  /**
+   * Runs `fn` holding the sandbox's freeze record, after undoing what a dead process left on it.
+   * Throws CKPT_SANDBOX_BUSY when a live process of this host holds the record.
+   */
+  private async claimed<T>(sandboxId: string, op: 'checkpoint' | 'restore', fn: () => Promise<T>): Promise<T> {
+    const root = this.sandboxes.dirs(sandboxId).root;
+    await recoverSandbox(sandboxId, root);
+    claimFreeze(root, op);
+    try {
+      return await fn();
+    } finally {
+      releaseFreeze(root);
+    }
+  }
+
+  private async takeClaimed(
+    rec: SandboxRecord,
+    turn: number | null,
+    plan: (ctx: { first: boolean; parent: CheckpointRecord | null }) => Promise<Omit<TakeOptions, 'turn'> | null>,
+  ): Promise<TakeResult | null> {
+    const t0 = performance.now();
+    const sandboxId = rec.id;
+    // We hold the sandbox's freeze record, so a frozen cgroup now is stale (frozen by a Crab without records).
     if ((await this.sandboxes.status(sandboxId)).status === 'paused' && freezerState(sandboxId) !== 'THAWED') thaw(sandboxId);
     await this.sandboxes.requireRunning(sandboxId);
     await this.ensureCatalogSandbox(rec);
     const parentId = await this.head(sandboxId);
-    const parent = parentId ? await this.catalog.getCheckpoint(parentId) : null;
-    const previous = parent ? await this.manifestOf(parent) : undefined;
+    const parent = parentId ? await this.usableParent(parentId) : null;
+    // Only chunks found good lately are built on (integrity.ts): checked before the freeze.
+    const check = parent ? await span('ck.check-parent', async () => checkParent(this.store, parent, await this.manifestOf(parent), (dg) => this.imageChunks(sandboxId, dg))) : null;
+    const previous = check?.previous;
+    // a check made now is recorded, so the next process trusts it for the trust period
+    if (parent && check?.verifiedAtMs && check.verifiedAtMs > (parent.verifiedAtMs ?? 0)) await this.catalog.markVerified(parent.id, check.verifiedAtMs);
 
     const d = this.sandboxes.dirs(sandboxId);
-    fs.rmSync(d.ckpt, { recursive: true, force: true }); // scratch of a crashed run (we hold the lock)
     const ckptId = newId('ck-');
-    const scratch = path.join(d.ckpt, ckptId);
+    // named with its owner: if this process dies, the next Crab process removes it (crash-recovery.ts)
+    const scratch = path.join(d.ckpt, `${ckptId}.${ownerMark()}`);
     const imageDir = path.join(scratch, 'img');
     let frozenMs: number;
     let dumpMs = 0;
@@ -152,9 +200,11 @@ export class Checkpointer {
         opts = await span('ck.plan', () => plan({ first: !parent, parent }));
         if (!opts) return null;
         requested = opts.kind;
-        kind = requested === 'fs' && !parent?.processImage ? 'full' : requested; // nothing to reuse: the first checkpoint must hold processes
-        // A full checkpoint rescans everything (the check against hints drifting); others use hints.
-        const hintPaths = kind === 'full' ? undefined : opts.hintPaths;
+        // nothing to reuse (the first checkpoint, or a parent image that is no longer good): take processes
+        kind = requested === 'fs' && (!parent?.processImage || check?.imageBad) ? 'full' : requested;
+        // A full checkpoint rescans everything (the check against hints drifting); others use hints,
+        // plus the files whose stored chunks went bad (read again, so their chunks are rewritten).
+        const hintPaths = kind === 'full' || !opts.hintPaths ? undefined : [...opts.hintPaths, ...(check?.rescan ?? [])];
         fs.mkdirSync(imageDir, { recursive: true });
         const tCap = performance.now();
         // frozen: the scan and the reads; the contents are stored after the thaw
@@ -176,18 +226,23 @@ export class Checkpointer {
       let processImage: { digest: string } | { reuseOf: string } | null = null;
       let imageLogical = 0;
       let imageNew = 0;
+      let imageChunks: string[] = [];
       if (kind !== 'fs') {
         // the parent's image as the basis: its unchanged pages are named, not stored again, and a
         // changed page is stored as an XOR delta against the parent's page at its address
-        const basis = parent?.processImage ?? undefined;
+        const basis = (!check?.imageBad && parent?.processImage) || undefined;
         const affinity = basis ? await span('ck.affinity', () => imageAffinity(this.store, imageDir, basis)) : undefined;
         const put = await span('ck.putDir', () => this.store.putDir(imageDir, { basis, affinity }));
         processImage = { digest: put.recipeDigest };
         imageLogical = put.logicalBytes;
         imageNew = put.newBytes;
+        imageChunks = [put.recipeDigest, ...dirRecipeDigests(put.recipe)];
+        this.imageCache.set(sandboxId, { digest: put.recipeDigest, chunks: imageChunks });
       } else {
         processImage = { reuseOf: parent!.id };
+        imageChunks = check!.imageChunks;
       }
+      const verifiedAtMs = await span('ck.verified-at', () => verifiedAtOf(this.store, [snap.digest, ...manifestDigests(snap.manifest), ...imageChunks]));
       const meta: CheckpointMeta = { binds: bindIdentities(rec), sandbox: rec, fsMode: snap.mode, bootId: bootId() };
       if (kind !== requested) meta.escalatedFrom = requested;
       // a dump holds the shells' state itself: a script is only for checkpoints that reuse an image
@@ -205,6 +260,7 @@ export class Checkpointer {
           processImage,
           effects: opts!.effects ?? null,
           meta,
+          verifiedAtMs,
         },
         { refs: [headRef(sandboxId)] },
       ));
@@ -293,6 +349,11 @@ export class Checkpointer {
     }
     for (const sb of await this.catalog.listSandboxes()) {
       for (const ck of await this.catalog.listCheckpoints(sb.id)) {
+        if (ck.corrupt) {
+          // Its lower dirs are unknown: any layer may be one of them.
+          out.problems.push(`layers not collected: catalog record of checkpoint ${ck.id} is corrupt (${ck.corrupt})`);
+          return out;
+        }
         for (const dir of (ck.meta as Partial<CheckpointMeta> | null)?.sandbox?.lowerDirs ?? []) named.add(dir);
       }
     }
@@ -351,6 +412,16 @@ export class Checkpointer {
     targetId: string,
     opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: boolean },
   ): Promise<RestoreResult> {
+    // a new sandbox: nobody else knows it yet
+    if (!fs.existsSync(this.sandboxes.dirs(targetId).root)) return this.restoreClaimed(ck, targetId, opts);
+    return this.claimed(targetId, 'restore', () => this.restoreClaimed(ck, targetId, opts));
+  }
+
+  private async restoreClaimed(
+    ck: CheckpointRecord,
+    targetId: string,
+    opts: { force?: boolean; ephemeral?: boolean; shareLayer?: boolean; reuseFiles?: boolean },
+  ): Promise<RestoreResult> {
     const t0 = performance.now();
     const meta = ck.meta as CheckpointMeta;
     // Lower dirs come from the catalog: only Crab's images and shared fork layers may be mounted.
@@ -401,8 +472,9 @@ export class Checkpointer {
     // Materialize files and the process image before touching the target: a corrupt or missing
     // chunk makes restore refuse while the sandbox is still intact, and downtime stays short.
     fs.mkdirSync(d.root, { recursive: true });
-    const staging = `${d.upper}.restore`;
-    const scratch = path.join(d.ckpt, `restore-${newId('')}`);
+    // named with their owner: if this process dies, the next Crab process removes them (crash-recovery.ts)
+    const staging = `${d.upper}.restore.${ownerMark()}`;
+    const scratch = path.join(d.ckpt, `restore-${newId('')}.${ownerMark()}`);
     const tFs = performance.now();
     let processMs = 0;
     // Files unchanged since the checkpoint are linked from the current upper, frozen meanwhile

@@ -16,6 +16,7 @@ import { startDaemon } from '../daemon/daemon.js';
 import { readTokenFile } from '../api/token.js';
 import { checkId } from '../core/ids.js';
 import { DEFAULT_GATE_MAX_HOLD_MS } from '../coordinator/proxy.js';
+import { recoverAfterCrash } from '../checkpoint/crash-recovery.js';
 import { formatBytes, printJson, printTable, reportError } from './output.js';
 import { runDemo } from './demo.js';
 
@@ -47,6 +48,8 @@ async function remoteDaemon(): Promise<HttpService | null> {
 
 /** The daemon's API when a daemon answers (see remoteDaemon), else in-process. */
 async function connect(): Promise<CrabService> {
+  // First undo what a Crab process killed mid-checkpoint left on this host: it may have been the previous command.
+  if (!process.env.CRAB_URL) await recoverAfterCrash(paths.sandboxes, path.join(paths.store, 'tmp'));
   return (await remoteDaemon()) ?? new LocalService(paths, progress);
 }
 
@@ -244,7 +247,7 @@ program
           LOGICAL: formatBytes(c.logicalBytes),
           NEW: formatBytes(c.newBytes),
           CREATED: new Date(c.createdAtMs).toISOString(),
-          EFFECTS: c.effects ? JSON.stringify(c.effects).slice(0, 60) : '-',
+          EFFECTS: c.corrupt ? `CORRUPT: ${c.corrupt}` : c.effects ? JSON.stringify(c.effects).slice(0, 60) : '-',
         })),
         ['ID', 'PARENT', 'KIND', 'TURN', 'LOGICAL', 'NEW', 'CREATED', 'EFFECTS'],
       );

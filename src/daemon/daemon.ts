@@ -15,6 +15,9 @@ import { createApp } from '../api/app.js';
 import { HttpService } from '../api/http-service.js';
 import { CrabHost, type HostOptions } from './host.js';
 
+/** How often the daemon looks for sandboxes and scratch left by dead Crab processes. */
+export const CRASH_RECOVERY_INTERVAL_MS = 5_000;
+
 export interface DaemonOptions {
   paths: CrabPaths;
   log: Logger;
@@ -66,9 +69,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   }
   const host = await CrabHost.start({ paths, log, ...opts.host });
   const service = host.service;
-  // This daemon owns every checkpoint on the host: a frozen sandbox now is a crashed daemon's leftover.
-  const thawed = await host.checkpointer.recoverStaleFreezes();
-  if (thawed.length) log.warn({ thawed }, 'thawed sandboxes left frozen by a crashed daemon');
+  // What a process killed mid-checkpoint left (a frozen sandbox, scratch, store temp files): now,
+  // and every few seconds, since a CLI process of this host may die while the daemon runs.
+  await host.checkpointer.recoverAfterCrash();
+  const recovery = setInterval(() => {
+    host.checkpointer.recoverAfterCrash().catch((err: unknown) => log.warn({ err }, 'crash recovery pass failed'));
+  }, CRASH_RECOVERY_INTERVAL_MS);
+  recovery.unref();
   const servers: Server[] = [];
 
   const unixServer = createAdaptorServer({ fetch: createApp(service, { log, host, hostPaths: policies.unix }).fetch }) as Server;
@@ -97,6 +104,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     host,
     servers,
     async close() {
+      clearInterval(recovery);
       await host.close();
       await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       fs.rmSync(paths.socket, { force: true });

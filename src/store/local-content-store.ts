@@ -53,11 +53,13 @@ import type {
 import { DIR_FORMATS, PAGE_BYTES, isDigest } from './content-store.js';
 import { CrabError } from '../core/errors.js';
 import { rootLogger } from '../core/log.js';
+import { ownerMark } from '../core/owner.js';
 import { badDigest, badRecipe, chunkCorrupt, chunkMissing, unsupportedEntry } from './errors.js';
 import { basisPageLocations } from './page-basis.js';
 import { ChunkAssembler } from './content-cuts.js';
 import { ExtentBuilder, copyExtent, extentWindows, nonZeroBytes, planExtentReads, readChunks, xorInto, type ChunkRef } from './page-extents.js';
 import { DEFAULT_PAGE_INDEX_PAGES, PageIndex, pageFingerprint, type PageLocation } from './page-index.js';
+import { DEFAULT_VERIFIED_TRUST_MS, VerifiedChunks } from './verified.js';
 
 const log = rootLogger.child({ component: 'store' });
 
@@ -98,6 +100,11 @@ export interface LocalContentStoreOptions {
   pageChunking?: PageChunking;
   /** Bound of the in-memory page index, in pages (default `DEFAULT_PAGE_INDEX_PAGES`); 0 turns page reuse off. */
   pageIndexPages?: number;
+  /**
+   * How long a check of an existing chunk's bytes is trusted before a put or a recipe builds on
+   * it again (default `DEFAULT_VERIFIED_TRUST_MS`); 0 checks every time.
+   */
+  verifiedTrustMs?: number;
 }
 
 /** Content store on a local filesystem. Create with `LocalContentStore.open(root)`. */
@@ -110,6 +117,10 @@ export class LocalContentStore implements ContentStore {
   /** @internal Where already-stored pages are (see `page-index.ts`). */
   readonly pageIndex: PageIndex;
   private readonly warmBases = new Set<Digest>();
+  /** @internal When each chunk was last known good (`verified.ts`). */
+  readonly verified: VerifiedChunks;
+  /** Corrupt chunks rewritten by puts of their bytes, since open. */
+  repairedChunks = 0;
   /** Chunks some batch is writing and has not renamed into place yet (count of batches). */
   private readonly writing = new Map<Digest, number>();
   private tmpCounter = 0;
@@ -123,6 +134,7 @@ export class LocalContentStore implements ContentStore {
     this.level = opts.compressionLevel ?? 3;
     this.pageChunking = opts.pageChunking ?? DEFAULT_PAGE_CHUNKING;
     this.pageIndex = new PageIndex(opts.pageIndexPages ?? DEFAULT_PAGE_INDEX_PAGES);
+    this.verified = new VerifiedChunks(opts.verifiedTrustMs ?? DEFAULT_VERIFIED_TRUST_MS);
   }
 
   /** Opens (creating if needed) a store at `root`. Idempotent. */
@@ -180,7 +192,9 @@ export class LocalContentStore implements ContentStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw chunkMissing(digest, this.root);
       throw err;
     }
-    return checkChunk(digest, p, raw);
+    const out = checkChunk(digest, p, raw);
+    this.verified.mark(digest);
+    return out;
   }
 
   async putJson(value: unknown): Promise<PutResult> {
@@ -371,19 +385,20 @@ export class LocalContentStore implements ContentStore {
   async verify(opts: { digests?: Iterable<Digest> } = {}): Promise<CorruptChunk[]> {
     const bad: CorruptChunk[] = [];
     if (opts.digests) {
-      for (const d of opts.digests) {
-        const p = this.chunkPath(d);
-        const why = await verifyChunkFile(d, p);
-        if (why) bad.push({ digest: d, path: p, why });
-      }
-      return bad;
+      const todo = [...new Set(opts.digests)];
+      const found: Array<CorruptChunk | undefined> = [];
+      await pool(todo, WRITES_IN_FLIGHT, async (d, i) => {
+        const why = await this.checkStored(d);
+        if (why) found[i] = { digest: d, path: this.chunkPath(d), why };
+      });
+      return found.filter((c): c is CorruptChunk => c !== undefined); // in the order asked
     }
     for await (const c of this.listChunks()) {
       if (!isDigest(c.name) || c.name.slice(0, 2) !== path.basename(path.dirname(c.path))) {
         bad.push({ digest: c.name, path: c.path, why: 'file name is not a digest in its fan-out directory' });
         continue;
       }
-      const why = await verifyChunkFile(c.name, c.path);
+      const why = await this.checkStored(c.name);
       if (why && why !== 'missing') bad.push({ digest: c.name, path: c.path, why }); // missing: swept meanwhile
     }
     return bad;
@@ -425,7 +440,34 @@ export class LocalContentStore implements ContentStore {
     return res;
   }
 
+  /**
+   * Of `digests`, checks those not verified within the trust period (read, decompress, hash) and
+   * returns the corrupt or missing ones. What a checkpoint calls before it builds on chunks it
+   * did not store itself (its parent's files and process image).
+   */
+  async checkUnverified(digests: Iterable<Digest>): Promise<CorruptChunk[]> {
+    return this.verify({ digests: this.verified.stale(digests) });
+  }
+
   // ---------------------------------------------------------------------------------------------
+
+  /**
+   * Why the stored chunk is not `digest` ('missing' when absent), or null when it is (then it is
+   * marked verified). A bad chunk is forgotten by the page index, so no recipe names it again.
+   */
+  private async checkStored(digest: Digest, expected?: Uint8Array): Promise<string | null> {
+    const why = await verifyChunkFile(digest, this.chunkPath(digest), expected);
+    if (why) {
+      this.verified.forget(digest);
+      if (!this.isBeingWritten(digest)) this.pageIndex.forget(digest);
+    } else this.verified.mark(digest);
+    return why;
+  }
+
+  /** @internal Why an existing chunk is not `digest` (or does not hold `expected`, the bytes a put is storing), or null. */
+  existingHolds(digest: Digest, expected?: Uint8Array): Promise<string | null> {
+    return this.checkStored(digest, expected);
+  }
 
   /** Chunk files, as found on disk (names not validated). */
   private async *listChunks(): AsyncGenerator<{ name: string; path: string }> {
@@ -565,7 +607,8 @@ export class LocalContentStore implements ContentStore {
 
   /** @internal used by ChunkBatch */
   nextTmpPath(digest: Digest): string {
-    return path.join(this.tmpDir, `${digest}.${process.pid}.${++this.tmpCounter}`);
+    // the owner last: a process that finds it after this one died removes it (crash-recovery.ts)
+    return path.join(this.tmpDir, `${digest}.${++this.tmpCounter}.${ownerMark()}`);
   }
 
   /** @internal A batch started writing this chunk. */
@@ -637,17 +680,18 @@ class ChunkBatch {
   async ensurePresent(digests: Iterable<Digest>): Promise<void> {
     const now = new Date();
     const todo = [...digests].filter((d) => !this.seen.has(d) && !this.touched.has(d));
-    await Promise.all(
-      todo.map(async (d) => {
-        try {
-          await fsp.utimes(this.store.chunkPath(d), now, now);
-          this.touched.add(d);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-          if (!this.store.isBeingWritten(d)) this.store.pageIndex.forget(d); // swept, or its writer failed
-        }
-      }),
-    );
+    await pool(todo, WRITES_IN_FLIGHT, async (d) => {
+      try {
+        await fsp.utimes(this.store.chunkPath(d), now, now);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        if (!this.store.isBeingWritten(d)) this.store.pageIndex.forget(d); // swept, or its writer failed
+        return;
+      }
+      // not checked lately: read it before a recipe names it (a corrupt one is forgotten, its pages stored again)
+      if (this.store.verified.fresh(d) || (await this.store.existingHolds(d)) === null) this.touched.add(d);
+      else log.warn({ chunk: d }, 'stored page chunk is corrupt; its pages will be stored again');
+    });
   }
 
   /** True when a recipe of this batch may name the chunk (written by it, or refreshed by `ensurePresent`). */
@@ -676,6 +720,7 @@ class ChunkBatch {
       for (const d of this.deferred) {
         await fsp.rename(d.tmp, d.final);
         this.dirs.add(path.dirname(d.final));
+        this.store.verified.mark(path.basename(d.final)); // written from bytes that hash to its name, made durable
       }
       this.deferred = [];
     } catch (err) {
@@ -688,13 +733,22 @@ class ChunkBatch {
 
   private async write(digest: Digest, buf: Uint8Array): Promise<void> {
     const final = this.store.chunkPath(digest);
-    // Present already: refresh its mtime so a concurrent sweep's grace period protects it.
+    // Present already: refresh its mtime so a concurrent sweep's grace period protects it, and
+    // make sure it holds these bytes (unless checked lately): a corrupt chunk is rewritten from
+    // them, so nothing built on this put names bad bytes.
     const now = new Date();
+    let present = true;
     try {
       await fsp.utimes(final, now, now);
-      return;
     } catch {
-      // absent (or swept a moment ago): write it
+      present = false; // absent (or swept a moment ago): write it
+    }
+    if (present) {
+      if (this.store.verified.fresh(digest)) return;
+      const why = await this.store.existingHolds(digest, buf);
+      if (why === null) return;
+      log.warn({ chunk: digest, why }, 'stored chunk is corrupt; rewriting it from the bytes being stored');
+      this.store.repairedChunks++;
     }
     this.writing.push(digest);
     this.store.beginWriting(digest);
@@ -896,8 +950,11 @@ function checkChunk(digest: Digest, p: string, raw: Buffer): Buffer {
   return out;
 }
 
-/** Why the chunk file at `p` is not chunk `digest` ('missing' when absent), or null when it is. */
-async function verifyChunkFile(digest: Digest, p: string): Promise<string | null> {
+/**
+ * Why the chunk file at `p` is not chunk `digest` ('missing' when absent), or null when it is.
+ * With `expected` (bytes known to hash to `digest`), a byte comparison replaces the hash.
+ */
+async function verifyChunkFile(digest: Digest, p: string, expected?: Uint8Array): Promise<string | null> {
   let raw: Buffer;
   try {
     raw = await fsp.readFile(p);
@@ -906,6 +963,15 @@ async function verifyChunkFile(digest: Digest, p: string): Promise<string | null
     return `unreadable: ${(err as Error).message}`;
   }
   try {
+    if (expected) {
+      let out: Buffer;
+      try {
+        out = decompress(raw);
+      } catch {
+        return 'not a valid zstd frame';
+      }
+      return out.equals(expected) ? null : 'content does not hash to its name';
+    }
     checkChunk(digest, p, raw);
     return null;
   } catch (err) {

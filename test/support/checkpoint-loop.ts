@@ -5,11 +5,14 @@
  */
 import { checkpointer } from './cr.js';
 import { manager } from './sandboxes.js';
+import { recoverSandbox } from '../../src/checkpoint/crash-recovery.js';
 
 const [sandboxId, countText] = process.argv.slice(2);
 const cr = await checkpointer();
 const m = manager();
-await cr.recoverStaleFreezes(); // as the daemon does at start
+// the sandbox a killed predecessor left frozen is thawed (its scratch removed); its store/tmp
+// files are left, so the test sees what the kills add up to before a full recovery pass
+await recoverSandbox(sandboxId!, m.dirs(sandboxId!).root);
 const kinds = ['fs', 'process', 'fs', 'full'] as const;
 for (let i = 0; i < Number(countText); i++) {
   process.stdout.write(`start ${i}\n`);

@@ -138,3 +138,43 @@ test('liveDigests walks each distinct root once through the expander', () =>
     assert.equal(seen.length, 3);
     assert.deepEqual(live, new Set([D('a'), D('b'), D('c'), 'a-chunk', 'b-chunk', 'c-chunk']));
   }));
+
+test('a corrupt row costs that one checkpoint: listings go on, get refuses it with a clear error, GC skips a root that is no digest', () =>
+  withCatalog(async (c) => {
+    const a = await c.commitCheckpoint(draft({}));
+    const b = await c.commitCheckpoint(draft({ parentId: a.id, fsManifest: D('c') }));
+    const d = await c.commitCheckpoint(draft({ parentId: b.id, fsManifest: D('d') }));
+    c.db.prepare('UPDATE checkpoints SET meta = ? WHERE id = ?').run('{"binds": [', b.id);
+    c.db.prepare("UPDATE checkpoints SET created_at = 'yesterday', fs_manifest = '../../etc/passwd' WHERE id = ?").run(d.id);
+    const list = await c.listCheckpoints('sb1');
+    assert.deepEqual(list.map((x) => x.id).sort(), [a.id, b.id, d.id].sort());
+    assert.equal(list.find((x) => x.id === a.id)!.corrupt, undefined);
+    assert.match(list.find((x) => x.id === b.id)!.corrupt!, /meta is not JSON/);
+    assert.match(list.find((x) => x.id === d.id)!.corrupt!, /created_at is not an integer; fs_manifest is not a digest/);
+    assert.equal(list.find((x) => x.id === d.id)!.fsManifest, null);
+    await assert.rejects(c.getCheckpoint(b.id), (e: unknown) => isCode('CATALOG_CHECKPOINT_CORRUPT')(e) && /meta is not JSON/.test((e as Error).message));
+    await assert.rejects(c.getCheckpoint(d.id), isCode('CATALOG_CHECKPOINT_CORRUPT'));
+    assert.equal((await c.getCheckpoint(a.id)).id, a.id);
+    assert.deepEqual((await c.ancestors(d.id)).map((x) => [x.id, !!x.corrupt]), [[b.id, true], [a.id, false]]);
+    const roots = (await c.gcRoots()).map((r) => r.digest).sort();
+    assert.deepEqual(roots, [D('a'), D('b'), D('c')], 'the garbled root is left out; the others stay live');
+    // the sandbox row too
+    c.db.prepare('UPDATE sandboxes SET config = ? WHERE id = ?').run('not json', 'sb1');
+    const sbs = await c.listSandboxes();
+    assert.equal(sbs.length, 1);
+    assert.match(sbs[0]!.corrupt!, /config is not JSON/);
+    await assert.rejects(c.getSandbox('sb1'), isCode('CATALOG_SANDBOX_CORRUPT'));
+  }));
+
+test('verified_at: recorded at commit, moved only forward by markVerified, null for rows from before it existed', () =>
+  withCatalog(async (c) => {
+    const a = await c.commitCheckpoint(draft({ verifiedAtMs: 500 }));
+    assert.equal(a.verifiedAtMs, 500);
+    await c.markVerified(a.id, 400);
+    assert.equal((await c.getCheckpoint(a.id)).verifiedAtMs, 500, 'an older check does not replace a younger one');
+    await c.markVerified(a.id, 900);
+    assert.equal((await c.getCheckpoint(a.id)).verifiedAtMs, 900);
+    const b = await c.commitCheckpoint(draft({ parentId: a.id }));
+    assert.equal(b.verifiedAtMs, null);
+    await assert.rejects(c.markVerified('ck-nope', 1), isCode('CATALOG_CHECKPOINT_NOT_FOUND'));
+  }));

@@ -246,8 +246,7 @@ test('page reuse never names a chunk the disk lost: a swept chunk, a corrupt bas
     assert.deepEqual(await fs.readFile(path.join(dir, 'out', 'pages-1.img')), bBytes);
     // a new process warms from a basis with a corrupt chunk: skipped (a warning), the put succeeds.
     // The victim holds a page b changed (page 395, past chunk 3's reach of 4 × 64 pages), so b's
-    // new chunks cannot be byte-equal to it (a put trusts a chunk already on disk; verify() is what
-    // finds a corrupt one).
+    // new chunks cannot be byte-equal to it (a put of equal bytes would rewrite it).
     await fs.chmod(s.chunkPath(victim), 0o644);
     await fs.writeFile(s.chunkPath(victim), 'garbage');
     const fresh = await LocalContentStore.open(s.root);
@@ -256,8 +255,7 @@ test('page reuse never names a chunk the disk lost: a swept chunk, a corrupt bas
     await fresh.materializeDir(rc.recipe, path.join(dir, 'out2'));
     assert.deepEqual(await fs.readFile(path.join(dir, 'out2', 'pages-1.img')), bBytes);
     // the basis recipe itself is gone: no warm-up, the put still succeeds (with a cold index its
-    // content-defined chunks are a's again: the corrupt one is deleted first, as verify() advises)
-    await fs.rm(s.chunkPath(victim));
+    // content-defined chunks are a's again, the corrupt one among them: the put rewrites it)
     await fs.rm(s.chunkPath(ra.recipeDigest));
     const rd = await (await LocalContentStore.open(s.root)).putDir(b, { basis: ra.recipeDigest });
     await s.materializeDir(rd.recipe, path.join(dir, 'out3'));
@@ -362,4 +360,68 @@ test("whole chunking: a line inserted in a big file, or appended to it, stores a
     const out = path.join(dir, 'b.out');
     await s.materializeFile(rb.recipe, out);
     assert.deepEqual(await fs.readFile(out), b);
+  }));
+
+test('a put of bytes whose stored chunk went bad rewrites it; a check is trusted only for the trust period', () =>
+  withStore(async (s, dir) => {
+    const buf = randomBytes(200_000);
+    const a = await s.put(buf);
+    const corrupt = async () => {
+      await fs.chmod(s.chunkPath(a.digest), 0o644);
+      await fs.writeFile(s.chunkPath(a.digest), 'garbage');
+    };
+    await corrupt();
+    // this process wrote it a moment ago: within the trust period it is not read again
+    assert.equal((await s.put(buf)).newBytes, 0);
+    // a process that has not checked it (or whose check is too old) reads it first, and rewrites it
+    const cold = await LocalContentStore.open(s.root);
+    const b = await cold.put(buf);
+    assert.ok(b.newBytes > 0, 'rewritten');
+    assert.equal(cold.repairedChunks, 1);
+    assert.deepEqual(await cold.get(a.digest), buf);
+    assert.deepEqual(await s.verify(), []);
+    // trust period 0: every put of an existing chunk checks it
+    const strict = await LocalContentStore.open(s.root, { verifiedTrustMs: 0 });
+    assert.equal((await strict.put(buf)).newBytes, 0, 'good: nothing written');
+    await corrupt();
+    assert.ok((await strict.put(buf)).newBytes > 0);
+    assert.deepEqual(await strict.get(a.digest), buf);
+    // putFile of a file with those bytes goes the same way
+    await corrupt();
+    await fs.writeFile(path.join(dir, 'f'), buf);
+    const r = await strict.putFile(path.join(dir, 'f'), { chunking: 'whole' });
+    assert.ok(r.newBytes > 0);
+    assert.deepEqual(await strict.get(a.digest), buf);
+  }));
+
+test('checkUnverified reads only chunks not checked lately, and finds the bad ones', () =>
+  withStore(async (s) => {
+    const good = await s.put(randomBytes(10_000));
+    const bad = await s.put(randomBytes(10_000));
+    await fs.chmod(s.chunkPath(bad.digest), 0o644);
+    await fs.writeFile(s.chunkPath(bad.digest), 'garbage');
+    const gone = sha256(Buffer.from('never stored'));
+    assert.deepEqual(await s.checkUnverified([good.digest, bad.digest]), [], 'both were written by this process just now');
+    const cold = await LocalContentStore.open(s.root);
+    const found = await cold.checkUnverified([good.digest, bad.digest, gone, good.digest]);
+    assert.deepEqual(found.map((c) => [c.digest, c.why]).sort(), [[bad.digest, 'not a valid zstd frame'], [gone, 'missing']].sort());
+    assert.ok(cold.verified.fresh(good.digest) && !cold.verified.fresh(bad.digest));
+  }));
+
+test('page reuse reads a stored page chunk not checked lately before naming it, and never names a bad one', () =>
+  withStore(async (s, dir) => {
+    const { a, b, bBytes } = await dumps(dir, 5);
+    const strict = await LocalContentStore.open(s.root, { verifiedTrustMs: 0 });
+    const ra = await strict.putDir(a);
+    const e = ra.recipe.entries.find((x) => x.path === 'pages-1.img');
+    assert.ok(e?.type === 'file');
+    const victim = e.recipe.chunks[0]!;
+    await fs.chmod(strict.chunkPath(victim), 0o644);
+    await fs.writeFile(strict.chunkPath(victim), 'garbage');
+    // the page index of this very process knows the victim's pages; it is read before being named
+    const rb = await strict.putDir(b, { basis: ra.recipeDigest });
+    const named = rb.recipe.entries.flatMap((x) => (x.type === 'file' ? x.recipe.chunks : []));
+    assert.deepEqual(await strict.verify({ digests: named }), [], 'every chunk the recipe names is good (the victim was not named, or was rewritten)');
+    await strict.materializeDir(rb.recipe, path.join(dir, 'out'));
+    assert.deepEqual(await fs.readFile(path.join(dir, 'out', 'pages-1.img')), bBytes);
   }));
